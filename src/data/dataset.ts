@@ -1,0 +1,31 @@
+/**
+ * The in-memory form every data set reader produces. Images stay as the bytes they were stored as
+ * (0..255, N×H×W×C, channels last); mean subtraction and augmentation happen per shard, in float32,
+ * so that the whole training set costs one byte per value and can sit in a SharedArrayBuffer that the
+ * augmentation threads read without copying.
+ */
+export type DatasetName = 'cifar10' | 'fashion-mnist' | 'synthetic';
+export const DATASET_NAMES: readonly DatasetName[] = ['cifar10', 'fashion-mnist', 'synthetic'];
+
+export interface ImageSet {
+  /** count × height × width × depth bytes, row-major, channels last (HWC per image). */
+  images: Uint8Array;
+  /** count class indices in [0, classes). */
+  labels: Uint8Array;
+  count: number;
+}
+
+export interface Dataset {
+  name: DatasetName;
+  height: number;
+  width: number;
+  depth: number;
+  classes: number;
+  classNames: readonly string[];
+  train: ImageSet;
+  test: ImageSet;
+}
+
+export function imageSize(d: Pick<Dataset, 'height' | 'width' | 'depth'>): number {
+  return d.height * d.width * d.depth;
+}
