@@ -1,0 +1,118 @@
+/**
+ * What a replica computes: gradients of one shard (training mode) and the loss/accuracy of an
+ * evaluation shard (inference mode). Applying gradients is deliberately not here: the coordinator
+ * averages and applies them (src/coordinator/sgd.ts), which is what makes data parallelism possible.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { readFlat, type WeightLayout } from './flat.js';
+import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
+import { setDropoutSeed } from './minigooglenet.js';
+
+export interface Shard {
+  /** count × height × width × depth float32, mean-subtracted (and augmented for training). */
+  x: Float32Array;
+  /** count class indices. */
+  labels: Uint8Array;
+}
+
+export interface ShardGradients {
+  /** Gradient of the shard's mean loss with respect to every trainable weight, in layout order. */
+  grads: Float32Array;
+  /** BN moving statistics after this step's update, in layout order (empty without BN). */
+  stats: Float32Array;
+  /** Mean loss over the shard. */
+  loss: number;
+  /** Fraction of the shard classified correctly. */
+  acc: number;
+}
+
+export interface EvaluationSums {
+  /** Sum (not mean) of per-example losses, so shards of any size combine exactly. */
+  lossSum: number;
+  correct: number;
+  count: number;
+}
+
+function inputShape(model: tfl.LayersModel): [number, number, number] {
+  const [, h, w, d] = model.inputs[0].shape as number[];
+  return [h, w, d];
+}
+
+function classesOf(model: tfl.LayersModel): number {
+  const shape = model.outputs[0].shape as number[];
+  return shape[shape.length - 1];
+}
+
+function shardTensors(model: tfl.LayersModel, shard: Shard): { xs: tf.Tensor4D; ys: tf.Tensor2D } {
+  const [h, w, d] = inputShape(model);
+  const count = shard.labels.length;
+  if (shard.x.length !== count * h * w * d) {
+    throw new Error(`shard images must have ${count}×${h}×${w}×${d} values for ${count} labels. Received: ${shard.x.length}`);
+  }
+  return { xs: tf.tensor4d(shard.x, [count, h, w, d]), ys: oneHot(shard.labels, classesOf(model)) };
+}
+
+/**
+ * Forward in training mode (dropout on with `dropoutSeed`, BN on batch statistics, which also moves the
+ * BN moving averages as Keras does), then backward. One device read for all gradients, one for the
+ * statistics.
+ */
+export async function computeGradients(
+  model: tfl.LayersModel,
+  layout: WeightLayout,
+  shard: Shard,
+  dropoutSeed: number,
+): Promise<ShardGradients> {
+  setDropoutSeed(model, dropoutSeed);
+  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const out = tf.tidy(() => {
+    const { xs, ys } = shardTensors(model, shard);
+    let correct: tf.Tensor1D | undefined;
+    const { value, grads } = tf.variableGrads(() => {
+      const probs = model.apply(xs, { training: true }) as tf.Tensor2D;
+      correct = tf.keep(correctPerExample(ys, probs));
+      return crossEntropy(ys, probs);
+    }, vars);
+    const acc = tf.mean(correct!);
+    correct!.dispose();
+    const flat = tf.concat(vars.map((v) => tf.reshape(grads[v.name], [-1])));
+    return { loss: value, acc, flat };
+  });
+  try {
+    const [grads, loss, acc] = await Promise.all([out.flat.data(), out.loss.data(), out.acc.data()]);
+    if (grads.length !== layout.trainableSize) {
+      throw new Error(`computed ${grads.length} gradient values where the layout has ${layout.trainableSize}: this is a bug`);
+    }
+    const stats = await readFlat(
+      model.nonTrainableWeights.map((w) => w.read()),
+      layout.totalSize - layout.trainableSize,
+    );
+    return { grads: grads as Float32Array, stats, loss: loss[0], acc: acc[0] };
+  } finally {
+    tf.dispose([out.flat, out.loss, out.acc]);
+  }
+}
+
+/** Inference-mode loss and accuracy sums over a shard, in sub-batches of at most `batchSize`. */
+export async function evaluateShard(model: tfl.LayersModel, shard: Shard, batchSize = 256): Promise<EvaluationSums> {
+  const [h, w, d] = inputShape(model);
+  const per = h * w * d;
+  let lossSum = 0;
+  let correct = 0;
+  const count = shard.labels.length;
+  for (let start = 0; start < count; start += batchSize) {
+    const end = Math.min(count, start + batchSize);
+    const part: Shard = { x: shard.x.subarray(start * per, end * per), labels: shard.labels.subarray(start, end) };
+    const sums = tf.tidy(() => {
+      const { xs, ys } = shardTensors(model, part);
+      const probs = model.apply(xs, { training: false }) as tf.Tensor2D;
+      return tf.stack([tf.sum(crossEntropyPerExample(ys, probs)), tf.sum(correctPerExample(ys, probs))]);
+    });
+    const [l, c] = await sums.data();
+    sums.dispose();
+    lossSum += l;
+    correct += c;
+  }
+  return { lossSum, correct, count };
+}

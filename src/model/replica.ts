@@ -1,0 +1,51 @@
+/**
+ * One model replica: what a worker process holds, and what the coordinator's tests run in-process to
+ * compare against workers. It computes; it never applies gradients (the coordinator does).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type * as tfl from '@tensorflow/tfjs-layers';
+import { layoutHash, layoutOf, readState, writeState, writeStats, type WeightLayout } from './flat.js';
+import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
+import { buildModel, type ModelSpec } from './minigooglenet.js';
+
+export class Replica {
+  readonly model: tfl.LayersModel;
+  readonly layout: WeightLayout;
+  readonly layoutHash: string;
+
+  constructor(readonly spec: ModelSpec) {
+    this.model = buildModel(spec);
+    this.layout = layoutOf(this.model);
+    this.layoutHash = layoutHash(this.layout);
+  }
+
+  /** Trainable weights followed by BN statistics, as laid out by `layout`. */
+  setState(state: Float32Array): void {
+    writeState(this.model, this.layout, state);
+  }
+
+  setStats(stats: Float32Array): void {
+    writeStats(this.model, this.layout, stats);
+  }
+
+  getState(): Promise<Float32Array> {
+    return readState(this.model, this.layout);
+  }
+
+  computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
+    return computeGradients(this.model, this.layout, shard, dropoutSeed);
+  }
+
+  evaluate(shard: Shard): Promise<EvaluationSums> {
+    return evaluateShard(this.model, shard);
+  }
+
+  dispose(): void {
+    this.model.dispose();
+  }
+
+  /** Tensors alive in this process's tfjs engine (for leak checks). */
+  static liveTensors(): number {
+    return tf.memory().numTensors;
+  }
+}
