@@ -31,8 +31,9 @@ export function layoutOf(model: tfl.LayersModel): WeightLayout {
   const entries: LayoutEntry[] = [];
   let offset = 0;
   const add = (w: tfl.LayerVariable, trainable: boolean) => {
-    const size = w.shape.reduce((a, b) => a * (b as number), 1);
-    entries.push({ name: w.originalName, shape: w.shape as number[], offset, size, trainable });
+    const shape = w.shape as number[];
+    const size = shape.reduce((a, b) => a * b, 1);
+    entries.push({ name: w.originalName, shape, offset, size, trainable });
     offset += size;
   };
   for (const w of model.trainableWeights) add(w, true);

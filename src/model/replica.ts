@@ -8,7 +8,15 @@ import { layoutHash, layoutOf, readState, writeState, writeStats, type WeightLay
 import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
 import { buildModel, type ModelSpec } from './minigooglenet.js';
 
-export class Replica {
+/** What a worker computes with: a real replica, or a stand-in with the same shape (src/worker/fake.ts). */
+export interface Compute {
+  setState(state: Float32Array): void;
+  computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients>;
+  evaluate(shard: Shard): Promise<EvaluationSums>;
+  dispose(): void;
+}
+
+export class Replica implements Compute {
   readonly model: tfl.LayersModel;
   readonly layout: WeightLayout;
   readonly layoutHash: string;

@@ -1,0 +1,80 @@
+/**
+ * Keeps the augmentation pool `depth` steps ahead of the workers, so a GPU never waits for a shard
+ * while the pool keeps up. Records, per step, whether the shards were ready before they were asked for:
+ * the evidence that augmentation is off the critical path.
+ */
+import type { TrainingPlan } from './plan.js';
+
+export interface ShardRequest {
+  indices: Uint32Array;
+  seed: number;
+  augment: boolean;
+}
+
+export interface ShardData {
+  x: Float32Array;
+  labels: Uint8Array;
+}
+
+/** Anything that builds shards: the piscina AugmentPool, or makeShard in-process. */
+export interface ShardMaker {
+  makeShard(request: ShardRequest): Promise<ShardData>;
+}
+
+interface Pending {
+  shards: Promise<ShardData[]>;
+  ready: boolean;
+}
+
+export interface TakenStep {
+  shards: ShardData[];
+  /** True when every shard of the step was built before the trainer asked for it. */
+  readyBeforeAsked: boolean;
+  waitedMs: number;
+}
+
+export class ShardPrefetcher {
+  private readonly pending = new Map<number, Pending>();
+
+  constructor(
+    private readonly plan: TrainingPlan,
+    private readonly maker: ShardMaker,
+    private readonly depth: number,
+    private readonly lastEpoch: number,
+  ) {}
+
+  /** The shards of (epoch, step) for every rank, and requests for the next `depth` steps. */
+  async take(epoch: number, step: number): Promise<TakenStep> {
+    const g = epoch * this.plan.steps + step;
+    for (let k = g; k <= g + this.depth; k++) this.request(k);
+    const p = this.pending.get(g)!;
+    this.pending.delete(g);
+    const readyBeforeAsked = p.ready;
+    const started = performance.now();
+    const shards = await p.shards;
+    return { shards, readyBeforeAsked, waitedMs: performance.now() - started };
+  }
+
+  /** Lets go of requests not taken (the run stopped); their results are discarded when they arrive. */
+  clear(): void {
+    for (const p of this.pending.values()) p.shards.catch(() => {});
+    this.pending.clear();
+  }
+
+  private request(g: number): void {
+    const steps = this.plan.steps;
+    const epoch = Math.floor(g / steps);
+    if (epoch > this.lastEpoch || this.pending.has(g)) return;
+    const step = g % steps;
+    const ranks = Array.from({ length: this.plan.o.workers }, (_, r) => this.plan.shard(epoch, step, r));
+    const entry: Pending = {
+      shards: Promise.all(ranks.map((s) => this.maker.makeShard({ indices: s.indices, seed: s.augmentSeed, augment: true }))),
+      ready: false,
+    };
+    entry.shards.then(
+      () => (entry.ready = true),
+      () => {},
+    );
+    this.pending.set(g, entry);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * Synchronous data-parallel SGD: the epoch/step loop of the coordinator.
+ *
+ * Each step: every worker computes the gradient of its own shard of `batchSize` images from the same
+ * weights; the coordinator averages the gradients (so the update is that of one global batch of
+ * batchSize × G), applies Keras momentum SGD, averages the replicas' BN moving statistics, and the
+ * result is the state every worker starts the next step from.
+ */
+import { averageInto } from './average.js';
+import { ShardPrefetcher, type ShardData, type ShardMaker } from './prefetch.js';
+import { TrainingPlan, validationChunks } from './plan.js';
+import { learningRate } from './schedule.js';
+import { sgdStep, type SgdState } from './sgd.js';
+import type { ReplicaClient, StepResult, VersionedState } from './workers.js';
+import { TrainpoolError } from '../util/errors.js';
+
+export interface TrainerOptions {
+  epochs: number;
+  /** Images per worker per step. */
+  batchSize: number;
+  lr: number;
+  momentum: number;
+  scaleLr: boolean;
+  warmupEpochs: number;
+  seed: number;
+  trainCount: number;
+  testCount: number;
+  /** Index of the first validation image in the shard maker's source (train and test share one). */
+  testOffset: number;
+  /** Validation images per evaluate message. */
+  evalChunk: number;
+  /** How many steps ahead the augmentation pool works. */
+  prefetch: number;
+}
+
+/** One vocabulary everywhere: logs, history JSON and CSV, plot legend. */
+export interface EpochRecord {
+  /** 1-based, as Keras prints it. */
+  epoch: number;
+  loss: number;
+  acc: number;
+  val_loss: number;
+  val_acc: number;
+  lr: number;
+  seconds: number;
+}
+
+export interface StepInfo {
+  epoch: number;
+  step: number;
+  steps: number;
+  loss: number;
+  acc: number;
+  images: number;
+  wallMs: number;
+  /** The slowest worker's own compute time: the rest of wallMs is exchange and coordinator work. */
+  computeMs: number;
+  shardsReadyBeforeAsked: boolean;
+  shardWaitMs: number;
+}
+
+/** Everything needed to continue training from an epoch boundary. */
+export interface TrainingState {
+  /** Epochs completed. */
+  epoch: number;
+  /** Trainable weights followed by BN statistics. */
+  weights: Float32Array;
+  sgd: SgdState;
+  history: EpochRecord[];
+}
+
+export interface TrainerHooks {
+  onStep?(info: StepInfo): void;
+  /** Called after validation with the epoch's record and the state at its end (for checkpoints). */
+  onEpoch?(record: EpochRecord, state: TrainingState): void | Promise<void>;
+  /** Polled between steps; returning true stops the run at the next step boundary. */
+  shouldStop?(): boolean;
+}
+
+export interface TrainerDeps {
+  clients: ReplicaClient[];
+  shards: ShardMaker;
+  /** Length of the trainable prefix of `weights`. */
+  trainableSize: number;
+}
+
+export interface TrainResult {
+  state: TrainingState;
+  /** Why the loop ended. */
+  stopped: 'completed' | 'requested';
+}
+
+export async function train(deps: TrainerDeps, o: TrainerOptions, start: TrainingState, hooks: TrainerHooks = {}): Promise<TrainResult> {
+  const { clients, shards, trainableSize } = deps;
+  const G = clients.length;
+  const plan = new TrainingPlan({ seed: o.seed, trainCount: o.trainCount, batchSize: o.batchSize, workers: G });
+  const state: TrainingState = { ...start, history: [...start.history] };
+  const weights = state.weights;
+  const trainable = weights.subarray(0, trainableSize);
+  const stats = weights.subarray(trainableSize);
+  const grads = new Float32Array(trainableSize);
+  // The version tells each client whether its worker already holds these weights.
+  const current: VersionedState = { version: 0, data: weights };
+  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1);
+
+  try {
+    for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
+      const epochStarted = performance.now();
+      // 1. Learning rate for this epoch (poly decay, optionally scaled and warmed up).
+      const lr = learningRate(epoch, { lr: o.lr, epochs: o.epochs, workers: G, scaleLr: o.scaleLr, warmupEpochs: o.warmupEpochs });
+      let lossSum = 0;
+      let accSum = 0;
+      for (let step = 0; step < plan.steps; step++) {
+        if (hooks.shouldStop?.()) return { state, stopped: 'requested' };
+        const stepStarted = performance.now();
+        // 2. This step's shards, built ahead by the augmentation pool.
+        const taken = await prefetcher.take(epoch, step);
+        // 3. Every worker computes its shard's gradient; stale workers get the weights with the request.
+        const results: StepResult[] = await Promise.all(
+          clients.map((c, r) =>
+            c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
+          ),
+        );
+        // 4. Average gradients and BN moving statistics across replicas (in rank order: deterministic).
+        averageInto(grads, results.map((r) => r.grads));
+        // 5. Keras momentum SGD on the averaged gradient; the averaged statistics become the replicas'.
+        sgdStep(trainable, grads, state.sgd, lr, o.momentum);
+        if (stats.length) averageInto(stats, results.map((r) => r.stats));
+        current.version++;
+        // 6. Metrics: Keras reports the mean over the epoch's batches.
+        const loss = results.reduce((s, r) => s + r.loss, 0) / G;
+        const acc = results.reduce((s, r) => s + r.acc, 0) / G;
+        if (!Number.isFinite(loss)) {
+          throw new TrainpoolError(
+            'NON_FINITE_LOSS',
+            `loss became ${loss} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`,
+          );
+        }
+        lossSum += loss;
+        accSum += acc;
+        hooks.onStep?.({
+          epoch: epoch + 1,
+          step: step + 1,
+          steps: plan.steps,
+          loss: lossSum / (step + 1),
+          acc: accSum / (step + 1),
+          images: o.batchSize * G,
+          wallMs: performance.now() - stepStarted,
+          computeMs: Math.max(...results.map((r) => r.computeMs)),
+          shardsReadyBeforeAsked: taken.readyBeforeAsked,
+          shardWaitMs: taken.waitedMs,
+        });
+      }
+      // 7. Validation on the whole test set, split across the workers, in inference mode.
+      const val = await validate(clients, shards, current, o);
+      // 8. The epoch's record, then the caller's hook (log line, history, checkpoint).
+      const record: EpochRecord = {
+        epoch: epoch + 1,
+        loss: lossSum / plan.steps,
+        acc: accSum / plan.steps,
+        val_loss: val.loss,
+        val_acc: val.acc,
+        lr,
+        seconds: (performance.now() - epochStarted) / 1000,
+      };
+      state.epoch = epoch + 1;
+      state.history.push(record);
+      await hooks.onEpoch?.(record, state);
+    }
+    return { state, stopped: 'completed' };
+  } finally {
+    prefetcher.clear();
+  }
+}
+
+async function validate(
+  clients: ReplicaClient[],
+  shards: ShardMaker,
+  current: VersionedState,
+  o: TrainerOptions,
+): Promise<{ loss: number; acc: number }> {
+  if (o.testCount === 0) return { loss: Number.NaN, acc: Number.NaN };
+  const plan = validationChunks(o.testCount, clients.length, o.evalChunk);
+  const chunk = ([from, to]: [number, number]): Promise<ShardData> => {
+    const indices = new Uint32Array(to - from);
+    for (let i = 0; i < indices.length; i++) indices[i] = o.testOffset + from + i;
+    return shards.makeShard({ indices, seed: 0, augment: false });
+  };
+  const perWorker = await Promise.all(
+    clients.map(async (client, r) => {
+      let lossSum = 0;
+      let correct = 0;
+      let count = 0;
+      // Build the next chunk while the worker evaluates this one.
+      let next = plan[r].length ? chunk(plan[r][0]) : null;
+      for (let k = 0; k < plan[r].length; k++) {
+        const shard = await next!;
+        next = k + 1 < plan[r].length ? chunk(plan[r][k + 1]) : null;
+        const sums = await client.evaluate(shard, current);
+        lossSum += sums.lossSum;
+        correct += sums.correct;
+        count += sums.count;
+      }
+      return { lossSum, correct, count };
+    }),
+  );
+  const total = perWorker.reduce((a, b) => ({ lossSum: a.lossSum + b.lossSum, correct: a.correct + b.correct, count: a.count + b.count }));
+  return { loss: total.lossSum / total.count, acc: total.correct / total.count };
+}

@@ -1,0 +1,120 @@
+/**
+ * The coordinator ↔ worker protocol: every message either side can send, as tagged unions. Requests are
+ * imperative, replies past tense. Both sides switch on `type` with an exhaustive `never` default, so a
+ * message added here and not handled there is a compile error.
+ *
+ * Big arrays (weights, gradients, images) are top-level typed-array fields: the frame codec carries them
+ * as raw attachments (frame.ts), never as per-tensor objects or JSON.
+ */
+import type { BackendName } from '../model/backend.js';
+import type { ModelSpec } from '../model/minigooglenet.js';
+
+/** Bumped whenever a message changes shape; the handshake refuses a mismatch. */
+export const PROTOCOL_VERSION = 1;
+
+/** What a worker computes with: the real model, or a stand-in for tests and transport benchmarks. */
+export type ComputeSpec =
+  | { kind: 'model' }
+  /** Known gradients after `delayMs` (src/worker/fake.ts); no model is built, no backend loaded. */
+  | { kind: 'fake'; delayMs: number; trainableSize: number; statsSize: number };
+
+export interface WorkerConfig {
+  rank: number;
+  model: ModelSpec;
+  backend: BackendName;
+  /** Which GPU this worker owns (index among the machine's GPUs), or null for a CPU worker. */
+  gpu: number | null;
+  compute: ComputeSpec;
+  /** Expected by the coordinator; the worker checks its own model against it before saying ready. */
+  layoutHash: string;
+}
+
+// ── coordinator → worker ──────────────────────────────────────────────────────────────────────────
+export interface InitMessage {
+  type: 'init';
+  protocolVersion: number;
+  config: WorkerConfig;
+}
+
+/**
+ * One training step on one shard. `state` (weights followed by BN statistics) is attached only when the
+ * worker's copy is out of date, which in synchronous SGD is every step.
+ */
+export interface ComputeGradientsMessage {
+  type: 'computeGradients';
+  id: number;
+  /** count × H × W × D float32, mean-subtracted and augmented by the coordinator. */
+  x: Float32Array;
+  labels: Uint8Array;
+  dropoutSeed: number;
+  state?: Float32Array;
+}
+
+export interface EvaluateMessage {
+  type: 'evaluate';
+  id: number;
+  x: Float32Array;
+  labels: Uint8Array;
+  state?: Float32Array;
+}
+
+export interface ShutdownMessage {
+  type: 'shutdown';
+}
+
+export type ToWorker = InitMessage | ComputeGradientsMessage | EvaluateMessage | ShutdownMessage;
+
+// ── worker → coordinator ──────────────────────────────────────────────────────────────────────────
+export interface ReadyMessage {
+  type: 'ready';
+  protocolVersion: number;
+  rank: number;
+  pid: number;
+  backend: BackendName;
+  device: string;
+  layoutHash: string;
+}
+
+export interface GradientsComputedMessage {
+  type: 'gradientsComputed';
+  id: number;
+  grads: Float32Array;
+  stats: Float32Array;
+  loss: number;
+  acc: number;
+  /** Time the worker spent on the step itself, for the coordinator's overhead accounting. */
+  computeMs: number;
+}
+
+export interface EvaluatedMessage {
+  type: 'evaluated';
+  id: number;
+  lossSum: number;
+  correct: number;
+  count: number;
+}
+
+export interface FailedMessage {
+  type: 'failed';
+  /** The request that failed; absent when the failure was not tied to one (e.g. during init). */
+  id?: number;
+  message: string;
+  code?: string;
+  stack?: string;
+}
+
+export type FromWorker = ReadyMessage | GradientsComputedMessage | EvaluatedMessage | FailedMessage;
+
+const TO_WORKER = new Set<ToWorker['type']>(['init', 'computeGradients', 'evaluate', 'shutdown']);
+const FROM_WORKER = new Set<FromWorker['type']>(['ready', 'gradientsComputed', 'evaluated', 'failed']);
+
+/** Narrows a decoded frame; anything else is a protocol error naming what arrived. */
+export function asToWorker(m: Record<string, unknown>): ToWorker {
+  if (!TO_WORKER.has(m.type as ToWorker['type'])) throw new Error(`unexpected message to a worker: ${JSON.stringify(m.type)}`);
+  return m as unknown as ToWorker;
+}
+
+export function asFromWorker(m: Record<string, unknown>): FromWorker {
+  if (!FROM_WORKER.has(m.type as FromWorker['type'])) throw new Error(`unexpected message from a worker: ${JSON.stringify(m.type)}`);
+  return m as unknown as FromWorker;
+}

@@ -1,0 +1,63 @@
+/**
+ * A stand-in for a model replica that returns known gradients after a fixed delay, so coordinator tests
+ * run in milliseconds and the transport benchmark measures the protocol rather than tfjs.
+ *
+ * The values depend on the data sent and the state last set, so tests can tell whether each worker got
+ * its own shard and the current weights:
+ *   grads[i] = (mean(x) + state[0]) · (i + 1) · 1e-6
+ *   stats[j] = mean(x) + j · 1e-3
+ *   loss = |mean(x)|,  acc = fraction of even labels
+ */
+import type { EvaluationSums, Shard, ShardGradients } from '../model/gradients.js';
+import type { Compute } from '../model/replica.js';
+
+export interface FakeComputeOptions {
+  delayMs: number;
+  trainableSize: number;
+  statsSize: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function meanOf(x: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < x.length; i++) s += x[i];
+  return x.length ? s / x.length : 0;
+}
+
+export class FakeCompute implements Compute {
+  private first = 0;
+  statesSet = 0;
+
+  constructor(private readonly o: FakeComputeOptions) {}
+
+  setState(state: Float32Array): void {
+    if (state.length !== this.o.trainableSize + this.o.statsSize) {
+      throw new Error(`weights must have ${this.o.trainableSize + this.o.statsSize} values for this model. Received: ${state.length}`);
+    }
+    this.first = state[0] ?? 0;
+    this.statesSet++;
+  }
+
+  async computeGradients(shard: Shard): Promise<ShardGradients> {
+    await sleep(this.o.delayMs);
+    const m = meanOf(shard.x);
+    const scale = (m + this.first) * 1e-6;
+    const grads = new Float32Array(this.o.trainableSize);
+    for (let i = 0; i < grads.length; i++) grads[i] = scale * (i + 1);
+    const stats = new Float32Array(this.o.statsSize);
+    for (let j = 0; j < stats.length; j++) stats[j] = m + j * 1e-3;
+    let even = 0;
+    for (const l of shard.labels) if (l % 2 === 0) even++;
+    return { grads, stats, loss: Math.abs(m), acc: shard.labels.length ? even / shard.labels.length : 0 };
+  }
+
+  async evaluate(shard: Shard): Promise<EvaluationSums> {
+    await sleep(this.o.delayMs);
+    let even = 0;
+    for (const l of shard.labels) if (l % 2 === 0) even++;
+    return { lossSum: Math.abs(meanOf(shard.x)) * shard.labels.length, correct: even, count: shard.labels.length };
+  }
+
+  dispose(): void {}
+}

@@ -1,0 +1,131 @@
+/**
+ * A worker process: one model replica on one device. It speaks the protocol of src/protocol on fd 3
+ * (a socket pair the coordinator created), computes what it is asked and never logs, plots or
+ * checkpoints: that is the coordinator's job. Its stderr is captured by the coordinator.
+ *
+ * It is started by the coordinator with its GPU already chosen in its environment
+ * (CUDA_VISIBLE_DEVICES for tensorflow; the adapter index for webgpu comes in `init`), because CUDA
+ * reads that environment once per process.
+ */
+import net from 'node:net';
+import { setupBackend, type BackendHandle } from '../model/backend.js';
+import { Replica, type Compute } from '../model/replica.js';
+import { Channel } from '../protocol/channel.js';
+import {
+  asToWorker,
+  PROTOCOL_VERSION,
+  type FromWorker,
+  type InitMessage,
+  type ToWorker,
+} from '../protocol/messages.js';
+import { FakeCompute } from './fake.js';
+
+let compute: Compute | null = null;
+let backend: BackendHandle | null = null;
+let rank = -1;
+
+const socket = new net.Socket({ fd: 3, readable: true, writable: true });
+const channel = new Channel(socket, {
+  message: (m) => enqueue(m),
+  // The coordinator closed the pipe or died: a worker never outlives it.
+  close: () => process.exit(0),
+});
+
+// Requests are handled strictly one after another, in arrival order.
+let queue: Promise<void> = Promise.resolve();
+function enqueue(raw: Record<string, unknown>): void {
+  queue = queue.then(() => handle(raw));
+}
+
+function reply(m: FromWorker): Promise<void> {
+  return channel.send(m);
+}
+
+async function handle(raw: Record<string, unknown>): Promise<void> {
+  let message: ToWorker | null = null;
+  try {
+    message = asToWorker(raw);
+    await dispatch(message);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    const id = message && 'id' in message ? message.id : undefined;
+    await reply({ type: 'failed', id, message: err.message, code: err.code, stack: err.stack }).catch(() => {});
+    // A replica in an unknown state is worth less than a fresh one: exit, the coordinator replaces us.
+    await shutdown(1);
+  }
+}
+
+async function dispatch(m: ToWorker): Promise<void> {
+  switch (m.type) {
+    case 'init':
+      return init(m);
+    case 'computeGradients': {
+      const c = ready();
+      const started = performance.now();
+      if (m.state) c.setState(m.state);
+      const g = await c.computeGradients({ x: m.x, labels: m.labels }, m.dropoutSeed);
+      return reply({ type: 'gradientsComputed', id: m.id, ...g, computeMs: performance.now() - started });
+    }
+    case 'evaluate': {
+      const c = ready();
+      if (m.state) c.setState(m.state);
+      const sums = await c.evaluate({ x: m.x, labels: m.labels });
+      return reply({ type: 'evaluated', id: m.id, ...sums });
+    }
+    case 'shutdown':
+      return shutdown(0);
+    default: {
+      const never: never = m;
+      throw new Error(`unhandled message ${JSON.stringify(never)}: this is a bug`);
+    }
+  }
+}
+
+function ready(): Compute {
+  if (!compute) throw new Error(`worker ${rank} received a request before init: this is a bug`);
+  return compute;
+}
+
+async function init(m: InitMessage): Promise<void> {
+  if (m.protocolVersion !== PROTOCOL_VERSION) {
+    throw Object.assign(
+      new Error(`protocol version must be ${PROTOCOL_VERSION} (this worker's). Received: ${m.protocolVersion}`),
+      { code: 'PROTOCOL' },
+    );
+  }
+  const { config } = m;
+  rank = config.rank;
+  if (config.compute.kind === 'fake') {
+    compute = new FakeCompute(config.compute);
+    return reply({
+      type: 'ready',
+      protocolVersion: PROTOCOL_VERSION,
+      rank,
+      pid: process.pid,
+      backend: config.backend,
+      device: 'fake compute',
+      // No model is built: the fake's layout is the sizes it was given.
+      layoutHash: config.layoutHash,
+    });
+  }
+  backend = await setupBackend(config.backend, { adapterIndex: config.gpu ?? 0 });
+  const replica = new Replica(config.model);
+  compute = replica;
+  return reply({
+    type: 'ready',
+    protocolVersion: PROTOCOL_VERSION,
+    rank,
+    pid: process.pid,
+    backend: backend.name,
+    device: backend.device,
+    layoutHash: replica.layoutHash,
+  });
+}
+
+async function shutdown(code: number): Promise<never> {
+  compute?.dispose();
+  compute = null;
+  await backend?.close().catch(() => {});
+  channel.close();
+  process.exit(code);
+}

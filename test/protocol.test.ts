@@ -1,0 +1,111 @@
+import { Duplex } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { Channel } from '../src/protocol/channel.js';
+import { encodeFrame, FrameDecoder } from '../src/protocol/frame.js';
+import { asFromWorker, asToWorker } from '../src/protocol/messages.js';
+
+const concat = (parts: Buffer[]) => Buffer.concat(parts);
+
+describe('frame codec', () => {
+  it('round-trips scalars, nested objects and typed arrays', () => {
+    const grads = Float32Array.from({ length: 1001 }, (_, i) => Math.sin(i));
+    const labels = new Uint8Array([3, 1, 4]);
+    const frame = concat(encodeFrame({ type: 'gradientsComputed', id: 7, grads, labels, loss: 0.25, extra: { a: [1, 'b'] } }));
+    const [m] = new FrameDecoder().push(frame);
+    expect(m).toMatchObject({ type: 'gradientsComputed', id: 7, loss: 0.25, extra: { a: [1, 'b'] } });
+    expect(m.grads).toBeInstanceOf(Float32Array);
+    expect(m.grads).toEqual(grads);
+    expect(m.labels).toEqual(labels);
+  });
+
+  it('returns 8-byte-aligned views whatever the header length', () => {
+    for (let pad = 0; pad < 9; pad++) {
+      const frame = concat(encodeFrame({ type: 'x', s: 'y'.repeat(pad), a: new Float64Array([1.5, 2.5]) }));
+      const [m] = new FrameDecoder().push(frame);
+      const a = m.a as Float64Array;
+      expect(a.byteOffset % 8).toBe(0);
+      expect(Array.from(a)).toEqual([1.5, 2.5]);
+    }
+  });
+
+  it('sends a typed array from its own memory (a view of a larger buffer included)', () => {
+    const big = new Float32Array([9, 8, 7, 6]);
+    const parts = encodeFrame({ type: 'x', v: big.subarray(1, 3) });
+    const attachment = parts.find((p) => p.length === 8 && p.buffer === big.buffer);
+    expect(attachment).toBeDefined();
+    const [m] = new FrameDecoder().push(concat(parts));
+    expect(Array.from(m.v as Float32Array)).toEqual([8, 7]);
+  });
+
+  it('reassembles frames split at every byte and several frames in one chunk', () => {
+    const a = concat(encodeFrame({ type: 'a', v: new Uint8Array([1, 2, 3]) }));
+    const b = concat(encodeFrame({ type: 'b', n: 2 }));
+    const stream = Buffer.concat([a, b, a]);
+    const d = new FrameDecoder();
+    const got: unknown[] = [];
+    for (let i = 0; i < stream.length; i++) got.push(...d.push(stream.subarray(i, i + 1)));
+    expect(got.map((m) => (m as { type: string }).type)).toEqual(['a', 'b', 'a']);
+    expect(d.idle).toBe(true);
+    expect(new FrameDecoder().push(stream).length).toBe(3);
+  });
+
+  it('rejects an absurd frame length instead of allocating it', () => {
+    const bad = Buffer.alloc(8);
+    bad.writeUInt32LE(0xfffffff0, 0);
+    expect(() => new FrameDecoder().push(bad)).toThrow(/frame length 4294967280 is outside/);
+  });
+});
+
+describe('message narrowing', () => {
+  it('names an unknown message type', () => {
+    expect(() => asToWorker({ type: 'explode' })).toThrow('unexpected message to a worker: "explode"');
+    expect(() => asFromWorker({ type: 'init' })).toThrow('unexpected message from a worker: "init"');
+    expect(asToWorker({ type: 'shutdown' }).type).toBe('shutdown');
+  });
+});
+
+/** Two Duplex ends joined back to back, like a socket pair (Node 20 has no stream.duplexPair). */
+function pair(): [Duplex, Duplex] {
+  const ends: Duplex[] = [];
+  const make = (other: () => Duplex) =>
+    new Duplex({
+      read() {},
+      write(chunk, _encoding, done) {
+        other().push(chunk);
+        done();
+      },
+      final(done) {
+        other().push(null);
+        done();
+      },
+    });
+  ends.push(make(() => ends[1]), make(() => ends[0]));
+  return [ends[0], ends[1]];
+}
+
+describe('Channel', () => {
+  it('delivers messages in order and reports a clean close', async () => {
+    const [a, b] = pair();
+    const got: Record<string, unknown>[] = [];
+    const closed = new Promise<Error | null>((resolve) => {
+      new Channel(b, { message: (m) => got.push(m), close: resolve });
+    });
+    const tx = new Channel(a, { message: () => {}, close: () => {} });
+    await tx.send({ type: 'one', v: new Float32Array([1, 2]) });
+    await tx.send({ type: 'two' });
+    tx.close();
+    expect(await closed).toBeNull();
+    expect(got.map((m) => m.type)).toEqual(['one', 'two']);
+  });
+
+  it('reports a stream that ends inside a frame as an error', async () => {
+    const [a, b] = pair();
+    const closed = new Promise<Error | null>((resolve) => {
+      new Channel(b, { message: () => {}, close: resolve });
+    });
+    const frame = concat(encodeFrame({ type: 'x', v: new Uint8Array(100) }));
+    a.write(frame.subarray(0, 50));
+    a.end();
+    expect((await closed)?.message).toBe('the stream ended inside a frame');
+  });
+});

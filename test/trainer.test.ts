@@ -1,0 +1,165 @@
+import { describe, expect, it } from 'vitest';
+import { TrainingPlan, stepsPerEpoch, validationChunks } from '../src/coordinator/plan.js';
+import { createSgdState } from '../src/coordinator/sgd.js';
+import { train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
+import type { ShardGradients } from '../src/model/gradients.js';
+import { FakeCompute } from '../src/worker/fake.js';
+import { DirectShardMaker, InProcessClient } from './helpers/in-process.js';
+
+const H = 4, W = 4, D = 1;
+const TRAINABLE = 6, STATS = 2;
+
+/** 40 training + 10 test images; image i is filled with the value i, label i % 10. */
+function source(train = 40, test = 10) {
+  const n = train + test;
+  const images = new Uint8Array(n * H * W * D);
+  for (let i = 0; i < n; i++) images.fill(i, i * H * W * D, (i + 1) * H * W * D);
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % 10);
+  return { images, labels, mean: new Float32Array(H * W * D), height: H, width: W, depth: D };
+}
+
+function options(o: Partial<TrainerOptions> = {}): TrainerOptions {
+  return {
+    epochs: 2, batchSize: 4, lr: 0.1, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1,
+    trainCount: 40, testCount: 10, testOffset: 40, evalChunk: 3, prefetch: 2, ...o,
+  };
+}
+
+function initial(): TrainingState {
+  return { epoch: 0, weights: new Float32Array(TRAINABLE + STATS).fill(0.5), sgd: createSgdState(TRAINABLE), history: [] };
+}
+
+const fakes = (g: number, delayMs = 0) =>
+  Array.from({ length: g }, (_, r) => new InProcessClient(r, new FakeCompute({ delayMs, trainableSize: TRAINABLE, statsSize: STATS })));
+
+describe('training plan', () => {
+  it('drops the incomplete last global batch, as Keras steps_per_epoch = N // batch does', () => {
+    expect(stepsPerEpoch({ trainCount: 50_000, batchSize: 64, workers: 4 })).toBe(195);
+    expect(stepsPerEpoch({ trainCount: 50_000, batchSize: 64, workers: 1 })).toBe(781);
+  });
+
+  it('gives each rank its own images, none twice in an epoch, reshuffled the next epoch', () => {
+    const plan = new TrainingPlan({ seed: 3, trainCount: 40, batchSize: 4, workers: 2 });
+    const seen = new Set<number>();
+    for (let s = 0; s < plan.steps; s++) for (let r = 0; r < 2; r++) for (const i of plan.shard(0, s, r).indices) seen.add(i);
+    expect(seen.size).toBe(40);
+    expect(Array.from(plan.shard(1, 0, 0).indices)).not.toEqual(Array.from(plan.shard(0, 0, 0).indices));
+    expect(plan.shard(0, 0, 0).augmentSeed).not.toBe(plan.shard(0, 0, 1).augmentSeed);
+    expect(plan.shard(0, 0, 0).dropoutSeed).not.toBe(plan.shard(0, 1, 0).dropoutSeed);
+  });
+
+  it('refuses a training set smaller than one global batch', () => {
+    expect(() => new TrainingPlan({ seed: 1, trainCount: 100, batchSize: 64, workers: 2 })).toThrow(
+      'the training set (100 images) must hold at least one global batch of 64 × 2 workers = 128 images',
+    );
+  });
+
+  it('splits validation into contiguous per-worker ranges cut into chunks', () => {
+    expect(validationChunks(10, 3, 2)).toEqual([[[0, 2], [2, 3]], [[3, 5], [5, 6]], [[6, 8], [8, 10]]]);
+  });
+});
+
+describe('trainer with fake workers', () => {
+  it('applies SGD to the average of the workers’ gradients and adopts their averaged BN statistics', async () => {
+    const maker = new DirectShardMaker(source());
+    const o = options({ epochs: 1 });
+    const plan = new TrainingPlan({ seed: o.seed, trainCount: 40, batchSize: 4, workers: 2 });
+    const steps: StepInfo[] = [];
+    const { state } = await train({ clients: fakes(2), shards: maker, trainableSize: TRAINABLE }, o, initial(), {
+      onStep: (s) => steps.push(s),
+    });
+    // Replay by hand: shard means are the mean image value (no augmentation effect on constant images).
+    let w0 = 0.5;
+    const w = new Float64Array(TRAINABLE).fill(0.5);
+    const v = new Float64Array(TRAINABLE);
+    let lastMeans = [0, 0];
+    for (let s = 0; s < plan.steps; s++) {
+      const means = [0, 1].map((r) => plan.shard(0, s, r).indices.reduce((a, i) => a + i, 0) / 4);
+      const g = (means[0] + means[1]) / 2 + w0;
+      for (let i = 0; i < TRAINABLE; i++) {
+        v[i] = 0.9 * v[i] - 0.1 * g * (i + 1) * 1e-6;
+        w[i] += v[i];
+      }
+      w0 = w[0];
+      lastMeans = means;
+    }
+    for (let i = 0; i < TRAINABLE; i++) expect(state.weights[i]).toBeCloseTo(w[i], 6);
+    const m = (lastMeans[0] + lastMeans[1]) / 2;
+    expect(state.weights[TRAINABLE]).toBeCloseTo(m, 5);
+    expect(state.weights[TRAINABLE + 1]).toBeCloseTo(m + 1e-3, 5);
+    expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5]);
+    expect(steps[0].images).toBe(8);
+  });
+
+  it('reports epoch loss and accuracy as the mean over steps, and validation over the whole test set', async () => {
+    const maker = new DirectShardMaker(source());
+    const { state } = await train({ clients: fakes(3), shards: maker, trainableSize: TRAINABLE }, options({ batchSize: 4 }), initial());
+    expect(state.history.map((r) => r.epoch)).toEqual([1, 2]);
+    const [first] = state.history;
+    // Test images 40..49 have labels 0..9: half even.
+    expect(first.val_acc).toBe(0.5);
+    // Fake val loss per image is its mean value: (40 + … + 49) / 10.
+    expect(first.val_loss).toBeCloseTo(44.5, 5);
+    expect(first.lr).toBe(0.1);
+    expect(state.history[1].lr).toBeCloseTo(0.05, 12);
+    expect(first.loss).toBeGreaterThan(0);
+  });
+
+  it('sends weights only when a worker’s copy is stale', async () => {
+    const clients = fakes(2);
+    const o = options();
+    await train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, o, initial());
+    // Each of the 5 × 2 steps changes the weights. Validation needs the weights of the epoch's last step
+    // (sent with its first chunk only, not with every chunk: + 2), and the first step of epoch 2 starts
+    // from exactly those weights, so it is sent none (− 1).
+    expect(clients[0].statesReceived).toBe(5 * 2 + 2 - 1);
+  });
+
+  it('ends with the same weights for the same seed and different ones for another', async () => {
+    const run = async (seed: number) =>
+      (await train({ clients: fakes(2), shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options({ seed }), initial()))
+        .state.weights;
+    const a = await run(1);
+    expect(await run(1)).toEqual(a);
+    expect(await run(2)).not.toEqual(a);
+  });
+
+  it('never waits for shards when the pool is faster than the workers', async () => {
+    const steps: StepInfo[] = [];
+    await train({ clients: fakes(2, 15), shards: new DirectShardMaker(source(), 1), trainableSize: TRAINABLE }, options(), initial(), {
+      onStep: (s) => steps.push(s),
+    });
+    // The first step's shards are requested when it starts; every later one was built in advance.
+    expect(steps.slice(1).every((s) => s.shardsReadyBeforeAsked)).toBe(true);
+  });
+
+  it('does wait when the pool is slower than the workers (the check can fail)', async () => {
+    const steps: StepInfo[] = [];
+    await train({ clients: fakes(2, 0), shards: new DirectShardMaker(source(), 10), trainableSize: TRAINABLE }, options({ prefetch: 0 }), initial(), {
+      onStep: (s) => steps.push(s),
+    });
+    expect(steps.filter((s) => !s.shardsReadyBeforeAsked).length).toBeGreaterThan(5);
+  });
+
+  it('stops at once on a non-finite loss, like Keras’ TerminateOnNaN', async () => {
+    const nan = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
+    let calls = 0;
+    const inner = nan.computeGradients.bind(nan);
+    nan.computeGradients = async (s): Promise<ShardGradients> => ({ ...(await inner(s)), loss: ++calls === 3 ? Number.NaN : 1 });
+    const clients = [new InProcessClient(0, nan)];
+    await expect(
+      train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial()),
+    ).rejects.toThrow('loss became NaN at epoch 1, step 3: training stopped (TerminateOnNaN); the last checkpoint is kept');
+  });
+
+  it('stops at a step boundary when asked', async () => {
+    let steps = 0;
+    const result = await train({ clients: fakes(1), shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial(), {
+      onStep: () => steps++,
+      shouldStop: () => steps >= 3,
+    });
+    expect(result.stopped).toBe('requested');
+    expect(steps).toBe(3);
+    expect(result.state.epoch).toBe(0);
+  });
+});
