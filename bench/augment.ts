@@ -78,8 +78,8 @@ export async function benchAugment({ threads, images, seconds }: BenchAugmentOpt
     const deadline = start + seconds * 1000;
     const lane = async () => {
       while (performance.now() < deadline) {
-        const { y } = await pool.makeShard(nextRequest());
-        done += y.length;
+        const { labels } = await pool.makeShard(nextRequest());
+        done += labels.length;
       }
     };
     await Promise.all(Array.from({ length: 2 * threads }, lane));

@@ -22,7 +22,7 @@ function request(seed: number, n = 64, augment = true): ShardRequest {
 
 function sameBytes(a: Shard, b: Shard): boolean {
   const bytes = (v: ArrayBufferView) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
-  return bytes(a.x).equals(bytes(b.x)) && bytes(a.y).equals(bytes(b.y));
+  return bytes(a.x).equals(bytes(b.x)) && bytes(a.labels).equals(bytes(b.labels));
 }
 
 /** OS threads of this process (Linux); a worker thread is one of them until it is joined. */
@@ -51,14 +51,14 @@ describe.each([1, 2])('AugmentPool with %i thread(s)', (threads) => {
     const reqs = Array.from({ length: 8 }, (_, k) => request(100 + k, 16 + 8 * k));
     const results = await Promise.all(reqs.map((r) => pool.makeShard(r)));
     results.forEach((got, k) => {
-      expect(got.y.length).toBe(reqs[k].indices.length);
+      expect(got.labels.length).toBe(reqs[k].indices.length);
       expect(sameBytes(got, makeShard({ ...source, ...reqs[k] }))).toBe(true);
     });
     expect(pool.stats.completed).toBeGreaterThanOrEqual(8);
   });
 
   test('the result is the buffer the thread made, transferred: not shared memory, exactly the shard long', async () => {
-    const { x, y } = await pool.makeShard(request(3));
+    const { x, labels: y } = await pool.makeShard(request(3));
     expect(x.buffer).toBeInstanceOf(ArrayBuffer);
     expect(x.buffer instanceof SharedArrayBuffer).toBe(false);
     expect(x.byteOffset).toBe(0);
@@ -82,7 +82,7 @@ describe.each([1, 2])('AugmentPool with %i thread(s)', (threads) => {
 });
 
 describe('the thread task', () => {
-  test('hands its shard to Piscina to move, with its own x and y buffers in the transfer list', async () => {
+  test('hands its shard to Piscina to move, with its own x and labels buffers in the transfer list', async () => {
     // Run the task in this thread with the data set as its workerData: on the receiving side a
     // transferred and a copied ArrayBuffer look alike, so the transfer list is checked at the source.
     vi.doMock('node:worker_threads', async (importOriginal) => ({ ...(await importOriginal<object>()), workerData: source }));
@@ -94,7 +94,7 @@ describe('the thread task', () => {
       const transferList = moved[transferableSymbol] as ArrayBuffer[];
       expect(transferList).toHaveLength(2);
       expect(transferList[0]).toBe(shard.x.buffer);
-      expect(transferList[1]).toBe(shard.y.buffer);
+      expect(transferList[1]).toBe(shard.labels.buffer);
       expect(sameBytes(shard, makeShard({ ...source, ...req }))).toBe(true);
     } finally {
       vi.doUnmock('node:worker_threads');

@@ -217,7 +217,7 @@ describe('makeShard', () => {
   const indices = Uint32Array.of(3, 9, 0, 3, 7);
 
   test('without augmentation each image is its bytes minus the mean, in float32', () => {
-    const { x, y } = makeShard({ ...source, indices, seed: 1, augment: false });
+    const { x, labels: y } = makeShard({ ...source, indices, seed: 1, augment: false });
     expect(Array.from(y)).toEqual([9, 7, 0, 9, 1]);
     expect(x.length).toBe(indices.length * size);
     for (let k = 0; k < indices.length; k++) {
@@ -256,11 +256,11 @@ describe('makeShard', () => {
     const whole = makeShard({ ...source, indices, seed: 5, augment: true });
     const prefix = makeShard({ ...source, indices: indices.subarray(0, 2), seed: 5, augment: true });
     expect(prefix.x).toEqual(whole.x.subarray(0, 2 * size));
-    expect(prefix.y).toEqual(whole.y.subarray(0, 2));
+    expect(prefix.labels).toEqual(whole.labels.subarray(0, 2));
   });
 
   test('an empty index list gives an empty shard', () => {
-    const { x, y } = makeShard({ ...source, indices: new Uint32Array(0), seed: 1, augment: true });
+    const { x, labels: y } = makeShard({ ...source, indices: new Uint32Array(0), seed: 1, augment: true });
     expect(x.length).toBe(0);
     expect(y.length).toBe(0);
   });

@@ -3,31 +3,21 @@
  * while the pool keeps up. Records, per step, whether the shards were ready before they were asked for:
  * the evidence that augmentation is off the critical path.
  */
+import type { Shard, ShardRequest } from '../data/shard.js';
 import type { TrainingPlan } from './plan.js';
-
-export interface ShardRequest {
-  indices: Uint32Array;
-  seed: number;
-  augment: boolean;
-}
-
-export interface ShardData {
-  x: Float32Array;
-  labels: Uint8Array;
-}
 
 /** Anything that builds shards: the piscina AugmentPool, or makeShard in-process. */
 export interface ShardMaker {
-  makeShard(request: ShardRequest): Promise<ShardData>;
+  makeShard(request: ShardRequest): Promise<Shard>;
 }
 
 interface Pending {
-  shards: Promise<ShardData[]>;
+  shards: Promise<Shard[]>;
   ready: boolean;
 }
 
 export interface TakenStep {
-  shards: ShardData[];
+  shards: Shard[];
   /** True when every shard of the step was built before the trainer asked for it. */
   readyBeforeAsked: boolean;
   waitedMs: number;

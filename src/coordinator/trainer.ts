@@ -7,7 +7,8 @@
  * result is the state every worker starts the next step from.
  */
 import { averageInto } from './average.js';
-import { ShardPrefetcher, type ShardData, type ShardMaker } from './prefetch.js';
+import type { Shard } from '../data/shard.js';
+import { ShardPrefetcher, type ShardMaker } from './prefetch.js';
 import { TrainingPlan, validationChunks } from './plan.js';
 import { learningRate } from './schedule.js';
 import { sgdStep, type SgdState } from './sgd.js';
@@ -181,7 +182,7 @@ async function validate(
 ): Promise<{ loss: number; acc: number }> {
   if (o.testCount === 0) return { loss: Number.NaN, acc: Number.NaN };
   const plan = validationChunks(o.testCount, clients.length, o.evalChunk);
-  const chunk = ([from, to]: [number, number]): Promise<ShardData> => {
+  const chunk = ([from, to]: [number, number]): Promise<Shard> => {
     const indices = new Uint32Array(to - from);
     for (let i = 0; i < indices.length; i++) indices[i] = o.testOffset + from + i;
     return shards.makeShard({ indices, seed: 0, augment: false });

@@ -7,7 +7,7 @@
  * shard it built back, so a 64-image CIFAR shard costs one 768 KiB allocation and no copy.
  *
  *   const pool = new AugmentPool({ threads: 2, images, labels, mean, height: 32, width: 32, depth: 3 });
- *   const { x, y } = await pool.makeShard({ indices, seed, augment: true });
+ *   const { x, labels } = await pool.makeShard({ indices, seed, augment: true });
  *   await pool.close();
  *
  * The result is byte-identical to makeShard() called in-process with the same arguments.

@@ -17,5 +17,5 @@ export default function makeShardTask(request: ShardRequest): Shard {
   const shard = makeShard({ ...source, ...request });
   // Piscina.move of a { transferable, value } pair: the value is posted with its buffers in the
   // transfer list, so the coordinator receives the very ArrayBuffers allocated above.
-  return move({ [transferableSymbol]: [shard.x.buffer, shard.y.buffer], [valueSymbol]: shard }) as unknown as Shard;
+  return move({ [transferableSymbol]: [shard.x.buffer, shard.labels.buffer], [valueSymbol]: shard }) as unknown as Shard;
 }

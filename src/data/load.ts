@@ -5,13 +5,13 @@
  */
 import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
 import { checkCifar10, cifar10Counts, readCifar10 } from './cifar10.js';
-import type { Dataset, DatasetName } from './dataset.js';
+import { DATASET_SHAPES, type Dataset, type DatasetName } from './dataset.js';
 import { downloadCifar10, type DownloadProgress } from './download.js';
 import { checkFashionMnist, FASHION_MNIST_DEFAULT_DIR, readFashionMnist } from './fashion-mnist.js';
 import { checkSyntheticOptions, makeSynthetic } from './synthetic.js';
 
 /** Sizes of the synthetic set when no limit is given. */
-export const SYNTHETIC_DEFAULTS = { trainCount: 5_000, testCount: 1_000, height: 32, width: 32, depth: 3, classes: 10 };
+export const SYNTHETIC_DEFAULTS = { trainCount: 5_000, testCount: 1_000, ...DATASET_SHAPES.synthetic };
 
 export interface LoadOptions {
   name: DatasetName;
@@ -51,7 +51,7 @@ export async function checkDataset(options: LoadOptions): Promise<DatasetCheck> 
   switch (name) {
     case 'cifar10': {
       const dataDir = cifarDir(options);
-      const shape = { name, height: 32, width: 32, depth: 3, classes: 10 };
+      const shape = { name, ...DATASET_SHAPES.cifar10 };
       try {
         return { ...shape, ...checkCifar10(dataDir, { limitTrain, limitTest }), willDownload: false };
       } catch (e) {
@@ -61,7 +61,7 @@ export async function checkDataset(options: LoadOptions): Promise<DatasetCheck> 
     }
     case 'fashion-mnist': {
       const check = await checkFashionMnist(options.dataDir ?? FASHION_MNIST_DEFAULT_DIR, { limitTrain, limitTest });
-      return { name, height: 32, width: 32, depth: 1, classes: 10, ...check, willDownload: false };
+      return { name, ...DATASET_SHAPES['fashion-mnist'], ...check, willDownload: false };
     }
     case 'synthetic': {
       const { height, width, depth, classes, trainCount, testCount } = checkSyntheticOptions({

@@ -39,7 +39,7 @@ export interface Shard {
   /** indices.length × height × width × depth. */
   x: Float32Array;
   /** The labels of the chosen images, in shard order. */
-  y: Uint8Array;
+  labels: Uint8Array;
 }
 
 export type MakeShardOptions = ShardSource & ShardRequest;
@@ -51,7 +51,7 @@ export function makeShard(opts: MakeShardOptions): Shard {
   const count = labels.length;
   const n = indices.length;
   const x = new Float32Array(n * size);
-  const y = new Uint8Array(n);
+  const shardLabels = new Uint8Array(n);
   // Mean-subtracted image before the shift; applyTransform cannot work in place.
   const centred = augment ? new Float32Array(size) : x;
 
@@ -60,7 +60,7 @@ export function makeShard(opts: MakeShardOptions): Shard {
     if (index >= count) {
       throw new TrainpoolError('DATA_INVALID', `Shard index must be below the image count ${count}. Received: indices[${k}]=${index}`);
     }
-    y[k] = labels[index];
+    shardLabels[k] = labels[index];
     const from = index * size;
     const to = augment ? 0 : k * size;
     // A Float32Array store rounds the double difference of two float32 values: float32 subtraction.
@@ -70,7 +70,7 @@ export function makeShard(opts: MakeShardOptions): Shard {
       applyTransform(centred, 0, x, k * size, height, width, depth, t);
     }
   }
-  return { x, y };
+  return { x, labels: shardLabels };
 }
 
 /** Checks that the arrays match the declared shape; called once per shard, not per image. */

@@ -5,16 +5,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
+import type { Shard } from '../data/shard.js';
 import { readFlat, type WeightLayout } from './flat.js';
 import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
 import { setDropoutSeed } from './minigooglenet.js';
 
-export interface Shard {
-  /** count × height × width × depth float32, mean-subtracted (and augmented for training). */
-  x: Float32Array;
-  /** count class indices. */
-  labels: Uint8Array;
-}
+export type { Shard };
 
 export interface ShardGradients {
   /** Gradient of the shard's mean loss with respect to every trainable weight, in layout order. */

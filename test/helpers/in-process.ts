@@ -3,9 +3,9 @@
  * Replica or FakeCompute) that honours state versions like a worker process, and a ShardMaker that
  * calls makeShard directly instead of through the thread pool.
  */
-import type { ShardData, ShardMaker, ShardRequest } from '../../src/coordinator/prefetch.js';
+import type { ShardMaker } from '../../src/coordinator/prefetch.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../../src/coordinator/workers.js';
-import { makeShard, type ShardSource } from '../../src/data/shard.js';
+import { makeShard, type Shard, type ShardRequest, type ShardSource } from '../../src/data/shard.js';
 import type { EvaluationSums } from '../../src/model/gradients.js';
 import type { Compute } from '../../src/model/replica.js';
 
@@ -52,10 +52,10 @@ export class DirectShardMaker implements ShardMaker {
     private readonly delayMs = 0,
   ) {}
 
-  async makeShard(r: ShardRequest): Promise<ShardData> {
+  async makeShard(r: ShardRequest): Promise<Shard> {
     if (this.delayMs) await new Promise((res) => setTimeout(res, this.delayMs));
     const s = makeShard({ ...this.source, ...r });
     this.made++;
-    return { x: s.x, labels: s.y };
+    return s;
   }
 }
