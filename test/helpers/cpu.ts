@@ -1,9 +1,9 @@
-/** Selects tfjs' cpu backend for a test file: the reference every other backend is compared with. */
-import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
+/**
+ * Selects the cpu backend for a test file, with the project's kernels and gradients registered (as every
+ * run has them). Tests that compare against stock tfjs use the stock backend explicitly instead.
+ */
+import { setupBackend } from '../../src/model/backend.js';
 
 export async function useCpu(): Promise<void> {
-  tf.env().set('PROD', true);
-  await tf.setBackend('cpu');
-  await tf.ready();
+  await setupBackend('cpu');
 }

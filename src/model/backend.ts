@@ -1,0 +1,318 @@
+/**
+ * Every compute backend in one place: choosing, loading and releasing it.
+ *
+ * Backends are imported only when asked for, so a cpu or wasm run never loads Dawn (webgpu) or
+ * libtensorflow. `auto` prefers, in order: TensorFlow's C library if the user installed it, a hardware
+ * WebGPU adapter, then wasm (XNNPACK, one thread under Node). All of them run the project's gradients
+ * (kernels/index.ts); wasm and cpu also run its kernels.
+ *
+ * Choosing among several GPUs (`adapterIndex`), from dawn.node's source (src/dawn/node/binding/GPU.cpp,
+ * GPU::requestAdapter) and the Vulkan loader's documentation:
+ *   - dawn.node's only selector is the `adapter=<text>` flag of `create`: the first adapter, in Dawn's
+ *     order for the request (Vulkan on Linux, sorted by powerPreference), whose AdapterInfo.device contains
+ *     <text>. With no match requestAdapter rejects and lists every adapter ("* backend: 'vulkan', name:
+ *     '…'"), the only enumeration dawn.node offers; this module parses that list.
+ *   - Identical GPUs (8× H100) have identical names, so only the first of them can be named. powerPreference
+ *     only orders discrete before integrated. The Vulkan loader's VK_LOADER_DEVICE_SELECT (vendor:device,
+ *     reorders), VK_LOADER_DEVICE_ID_FILTER / VENDOR_ID_FILTER (loader ≥ 1.4.326) and Mesa's
+ *     MESA_VK_DEVICE_SELECT all match PCI ids, which identical cards share; VK_DRIVER_FILES and
+ *     VK_LOADER_DRIVERS_SELECT pick drivers, not devices; NVIDIA's Vulkan driver ignores CUDA_VISIBLE_DEVICES.
+ *   - So `adapterIndex` i selects by name when adapter i's name picks it, and otherwise fails saying so:
+ *     give each worker one GPU from outside (Docker: NVIDIA_VISIBLE_DEVICES=i, one container per GPU) and
+ *     adapterIndex 0, rather than silently stacking every worker on the first GPU.
+ */
+import { createRequire } from 'node:module';
+import { dirname } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { TrainpoolError } from '../util/errors.js';
+import { registerProjectGradients, registerProjectKernels } from './kernels/index.js';
+
+export type BackendName = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
+
+export interface BackendHandle {
+  /** The backend in use (never 'auto'). */
+  name: Exclude<BackendName, 'auto'>;
+  /** Human-readable: the GPU adapter, or e.g. 'CPU (wasm SIMD, 1 thread)'. */
+  device: string;
+  /** Releases the device so the process can exit; a no-op for cpu and wasm. */
+  close(): Promise<void>;
+}
+
+export interface BackendOptions {
+  /** Which WebGPU adapter, in Dawn's high-performance order (see the header). Default: Dawn's first. */
+  adapterIndex?: number;
+}
+
+/** The installed packages that provide tfjs' 'tensorflow' backend; never a dependency of this project. */
+const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+const WEBGPU_PRIORITY = 3; // tfjs-backend-webgpu's own
+/** The adapter limits tfjs-backend-webgpu asks for in full (its base.ts), rather than WebGPU's defaults. */
+const DEVICE_LIMITS = [
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeInvocationsPerWorkgroup',
+] as const;
+
+export async function setupBackend(name: BackendName, options: BackendOptions = {}): Promise<BackendHandle> {
+  // Silences tfjs' console warnings (tfjs-core log.warn): the cpu backend's "looks like you are running
+  // TensorFlow.js in Node.js" banner and notices about kernels re-registered here. (Per-op NaN checks are
+  // the separate DEBUG flag, off by default.)
+  tf.env().set('PROD', true);
+  registerProjectGradients();
+  switch (name) {
+    case 'tensorflow':
+      return setupTensorflow();
+    case 'webgpu':
+      return setupWebgpu(options.adapterIndex, false);
+    case 'wasm':
+      return setupWasm();
+    case 'cpu':
+      return setupCpu();
+    case 'auto':
+      return setupAuto(options);
+    default: {
+      const received: never = name;
+      throw new TrainpoolError('USAGE', `backend must be one of ${BACKEND_NAMES.join(', ')}. Received: ${JSON.stringify(received)}`);
+    }
+  }
+}
+
+async function setupAuto(options: BackendOptions): Promise<BackendHandle> {
+  if (tensorflowPackage() !== undefined) {
+    try {
+      const handle = await setupTensorflow();
+      tf.tidy(() => tf.add(tf.scalar(1), tf.scalar(1)).dataSync()); // installed is not yet working: run an op
+      return handle;
+    } catch {
+      // Fall through to the next choice; `--backend tensorflow` shows the reason.
+    }
+  }
+  try {
+    return await setupWebgpu(options.adapterIndex, true);
+  } catch {
+    // No hardware adapter: wasm.
+  }
+  return setupWasm();
+}
+
+function tensorflowPackage(): string | undefined {
+  const resolve = createRequire(import.meta.url).resolve;
+  return TENSORFLOW_PACKAGES.find((p) => {
+    try {
+      return resolve(p) !== '';
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function setupTensorflow(): Promise<BackendHandle> {
+  const pkg = tensorflowPackage();
+  if (pkg === undefined) {
+    throw new TrainpoolError(
+      'BACKEND_UNAVAILABLE',
+      'backend tensorflow needs @tensorflow/tfjs-node-gpu (or @tensorflow/tfjs-node), which is not installed. It is opt-in: ' +
+        '`npm install @tensorflow/tfjs-node-gpu` downloads libtensorflow at install time and needs CUDA 11.2 and cuDNN 8.1 ' +
+        '(no Hopper GPUs such as the H100). Or use --backend webgpu or --backend wasm.',
+    );
+  }
+  const specifier: string = pkg; // not a literal: TypeScript and tsx must not require it to exist
+  try {
+    await import(specifier);
+  } catch (e) {
+    throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend tensorflow: ${pkg} is installed but failed to load: ${(e as Error).message}`);
+  }
+  if (tf.findBackendFactory('tensorflow') === null) {
+    throw new TrainpoolError(
+      'BACKEND_UNAVAILABLE',
+      `backend tensorflow: ${pkg} loaded but registered no 'tensorflow' backend with this project's @tensorflow/tfjs-core ` +
+        `${tf.version_core}; install the same version (npm install ${pkg}@${tf.version_core}).`,
+    );
+  }
+  await tf.setBackend('tensorflow');
+  const device = pkg.endsWith('-gpu') ? 'libtensorflow (CUDA when available)' : 'libtensorflow (CPU)';
+  return { name: 'tensorflow', device, close: async () => {} };
+}
+
+async function setupWasm(): Promise<BackendHandle> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  // Under Node the .wasm binaries are read from disk: point at the package's dist folder (a plain path with
+  // a trailing separator is what Emscripten's Node loader expects; bundlers would move them).
+  const dist = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm')) + '/';
+  wasm.setWasmPaths(dist);
+  if (!(await tf.setBackend('wasm'))) throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend wasm failed to initialize from ${dist}`);
+  registerProjectKernels('wasm');
+  const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) ? ' SIMD' : '';
+  const threads = wasm.getThreadsCount();
+  return { name: 'wasm', device: `CPU (wasm${simd}, ${threads} thread${threads === 1 ? '' : 's'})`, close: async () => {} };
+}
+
+async function setupCpu(): Promise<BackendHandle> {
+  await import('@tensorflow/tfjs-backend-cpu');
+  await tf.setBackend('cpu');
+  // Only the filter gradient, measured on 8×32×32×32 3×3 and 8×16×16×64 3×3/2: the stock cpu
+  // Conv2DBackpropFilter runs at 0.01 GFLOP/s, the project's at 0.4–0.5 (MiniGoogLeNet 0.03 → 0.38 img/s);
+  // the stock Conv2DBackpropInput (1.0–1.2 GFLOP/s) beats the project's on cpu (0.4–0.8).
+  registerProjectKernels('cpu');
+  return { name: 'cpu', device: 'CPU (JavaScript, 1 thread)', close: async () => {} };
+}
+
+interface DawnModule {
+  create(flags: string[]): GPU;
+  globals: object;
+}
+
+type NavigatorHolder = { navigator?: { gpu?: GPU } };
+
+async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean): Promise<BackendHandle> {
+  const dawn = (await import('webgpu')) as unknown as DawnModule;
+  // GPUBufferUsage, GPUMapMode, ... must exist as globals before tfjs-backend-webgpu runs.
+  Object.assign(globalThis, dawn.globals);
+  // Adapter 0 is the one Dawn picks anyway; only others need the listing and the name flag.
+  const flags = adapterIndex === undefined || adapterIndex === 0 ? [] : [`adapter=${await adapterName(dawn, adapterIndex)}`];
+  let gpu: GPU | undefined = dawn.create(flags);
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (adapter === null) throw noAdapterError();
+  const description = describeAdapter(adapter.info);
+  if (hardwareOnly && isSoftware(adapter.info)) {
+    throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend auto skips software WebGPU adapters. Received: ${description}`);
+  }
+  const limits = adapter.limits;
+  const device = await adapter
+    .requestDevice({
+      requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [],
+      requiredLimits: Object.fromEntries(DEVICE_LIMITS.map((name) => [name, limits[name]])),
+    })
+    .catch((e: Error) => {
+      throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend webgpu: adapter ${description} gave no device: ${e.message}`);
+    });
+
+  // tfjs-backend-webgpu checks navigator.gpu when imported and in WebGPUBackend's constructor. Node 20 has
+  // no navigator; Node 21+ has one without gpu.
+  const holder = globalThis as NavigatorHolder;
+  const ownNavigator = holder.navigator === undefined;
+  if (ownNavigator) holder.navigator = {};
+  Object.defineProperty(holder.navigator, 'gpu', { value: gpu, configurable: true, writable: true });
+
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await device.queue.onSubmittedWorkDone();
+    if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu'); // WebGPUBackend.dispose(): frees its buffers
+    // dawn.node keeps Node's event loop busy (a setImmediate loop, AsyncRunner.cpp) while any of its promises
+    // is pending, and the webgpu README warns that the object `create` returned keeps Node alive while
+    // reachable (https://issues.chromium.org/issues/387965810): destroy the device, which settles its
+    // promises (device.lost), and drop every reference.
+    device.destroy();
+    if (holder.navigator !== undefined) delete holder.navigator.gpu;
+    if (ownNavigator) delete holder.navigator;
+    gpu = undefined;
+  };
+
+  const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
+  // Our own factory, so that tfjs uses this adapter and device (its own asks navigator.gpu again).
+  if (tf.findBackendFactory('webgpu') !== null) tf.removeBackend('webgpu');
+  tf.registerBackend('webgpu', () => new WebGPUBackend(device, adapter.info), WEBGPU_PRIORITY);
+  if (!(await tf.setBackend('webgpu'))) {
+    await close();
+    throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend webgpu: tfjs-backend-webgpu failed to start on ${description}`);
+  }
+  return { name: 'webgpu', device: description, close };
+}
+
+export interface AdapterListing {
+  backend: string;
+  name: string;
+}
+
+/** Dawn's adapters for a high-performance request, read from the error a non-matching `adapter=` gives. */
+async function listAdapters(dawn: DawnModule): Promise<AdapterListing[]> {
+  const probe = dawn.create(['adapter=trainpool: list every adapter']);
+  try {
+    await probe.requestAdapter({ powerPreference: 'high-performance' });
+    return []; // resolved (null): Dawn enumerated no adapter at all
+  } catch (e) {
+    return parseAdapterListing(String((e as Error).message ?? e));
+  }
+}
+
+/** The "Available adapters:" lines of dawn.node's requestAdapter error (GPU.cpp). */
+export function parseAdapterListing(message: string): AdapterListing[] {
+  return [...message.matchAll(/\* backend: '([^']*)', name: '([^']*)'/g)].map((m) => ({ backend: m[1], name: m[2] }));
+}
+
+function noAdapterError(): TrainpoolError {
+  return new TrainpoolError(
+    'BACKEND_UNAVAILABLE',
+    "backend webgpu found no WebGPU adapter. Dawn needs a Vulkan driver: install libvulkan1 and the GPU vendor's " +
+      'Vulkan ICD, and in Docker set NVIDIA_DRIVER_CAPABILITIES to include graphics (e.g. all). Or use --backend wasm.',
+  );
+}
+
+async function adapterName(dawn: DawnModule, index: number): Promise<string> {
+  return adapterNameFor(await listAdapters(dawn), index);
+}
+
+/** The `adapter=` text that makes dawn.node pick adapters[index], or why there is none. */
+export function adapterNameFor(adapters: AdapterListing[], index: number): string {
+  if (adapters.length === 0) throw noAdapterError();
+  const listing = adapters.map((a, i) => `${i}: ${a.name} (${a.backend})`).join('; ');
+  if (!Number.isInteger(index) || index < 0 || index >= adapters.length) {
+    throw new TrainpoolError('BACKEND_UNAVAILABLE', `adapterIndex must be an integer from 0 to ${adapters.length - 1} (adapters: ${listing}). Received: ${index}`);
+  }
+  const name = adapters[index].name;
+  const picked = adapters.findIndex((a) => a.name.includes(name)); // Dawn's rule: the first whose name contains it
+  if (picked !== index) {
+    throw new TrainpoolError(
+      'BACKEND_UNAVAILABLE',
+      `adapterIndex ${index} cannot be selected: dawn.node selects adapters by name and adapter ${picked}'s name contains ` +
+        `adapter ${index}'s (adapters: ${listing}). Give each worker one GPU from outside (Docker: NVIDIA_VISIBLE_DEVICES) and use adapterIndex 0.`,
+    );
+  }
+  return name;
+}
+
+function describeAdapter(info: GPUAdapterInfo): string {
+  const what = info.description || info.device || 'unnamed adapter';
+  const details = [info.vendor, info.architecture].filter((s) => s !== '');
+  if (isSoftware(info) && !details.includes('software')) details.push('software');
+  return `${what} (${details.join(', ')})`;
+}
+
+/** lavapipe/llvmpipe, SwiftShader and other CPU implementations: correct, but slower than wasm. */
+function isSoftware(info: GPUAdapterInfo): boolean {
+  const fallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter === true;
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
+  return fallback || /software|llvmpipe|lavapipe|swiftshader/i.test(text);
+}
+
+export interface BackendDescription {
+  name: Exclude<BackendName, 'auto'>;
+  available: boolean;
+  detail: string;
+}
+
+/** What each backend would run on here, for a --summary listing; loads Dawn to look for adapters. */
+export async function describeBackends(): Promise<BackendDescription[]> {
+  const tensorflow = tensorflowPackage();
+  let webgpu: BackendDescription;
+  try {
+    const dawn = (await import('webgpu')) as unknown as DawnModule;
+    const adapters = await listAdapters(dawn);
+    const detail = adapters.map((a, i) => `adapter ${i}: ${a.name} (${a.backend})`).join('; ');
+    webgpu = { name: 'webgpu', available: adapters.length > 0, detail: detail || 'no adapter (needs a Vulkan driver)' };
+  } catch (e) {
+    webgpu = { name: 'webgpu', available: false, detail: `Dawn failed to load: ${(e as Error).message}` };
+  }
+  return [
+    { name: 'tensorflow', available: tensorflow !== undefined, detail: tensorflow ?? 'not installed (npm install @tensorflow/tfjs-node-gpu)' },
+    webgpu,
+    { name: 'wasm', available: true, detail: 'CPU, XNNPACK, one thread under Node' },
+    { name: 'cpu', available: true, detail: 'CPU, plain JavaScript (slow; for tests)' },
+  ];
+}

@@ -1,0 +1,199 @@
+/**
+ * The project's kernels against tfjs' stock cpu kernels, and its gradients against values worked out
+ * by hand, with leak checks on both tfjs' tensor count and the backend's own data count.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { setupBackend } from '../src/model/backend.js';
+import { fusedBatchNormGradConfig } from '../src/model/kernels/fused_batch_norm_grad.js';
+import { registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
+
+const TOLERANCE = 1e-4;
+/** tfjs-core's own FusedBatchNorm gradient, taken before setupBackend registers the project's. */
+const STOCK_FUSED_BATCH_NORM_GRAD = tf.getGradient(tf.FusedBatchNorm);
+
+interface ConvCase {
+  title: string;
+  x: [number, number, number, number]; // N, H, W, Cin
+  filter: [number, number, number, number]; // KH, KW, Cin, Cout
+  strides: number | [number, number];
+  pad: 'same' | 'valid';
+}
+
+const CASES: ConvCase[] = [
+  { title: '1×1 stride 1, batch 2', x: [2, 6, 6, 5], filter: [1, 1, 5, 7], strides: 1, pad: 'same' },
+  { title: '3×3 same stride 1, batch 1, odd sizes', x: [1, 7, 5, 3], filter: [3, 3, 3, 5], strides: 1, pad: 'same' },
+  { title: '3×3 valid stride 1, batch 3', x: [3, 9, 8, 6], filter: [3, 3, 6, 10], strides: 1, pad: 'valid' },
+  { title: '3×3 valid stride 2 (the downsample module), odd input', x: [2, 11, 11, 7], filter: [3, 3, 7, 9], strides: 2, pad: 'valid' },
+  { title: '3×3 same stride 2, even input (padding 0 top, 1 bottom)', x: [2, 8, 10, 5], filter: [3, 3, 5, 6], strides: 2, pad: 'same' },
+  { title: '3×3 same stride 2, odd input', x: [1, 9, 7, 3], filter: [3, 3, 3, 2], strides: 2, pad: 'same' },
+  { title: '1×1 stride 2', x: [2, 7, 6, 3], filter: [1, 1, 3, 5], strides: 2, pad: 'valid' },
+  { title: '5×3 same, strides [2, 1]', x: [2, 9, 6, 3], filter: [5, 3, 3, 4], strides: [2, 1], pad: 'same' },
+  { title: '2×2 valid stride 3, rows left over', x: [2, 10, 11, 2], filter: [2, 2, 2, 3], strides: 3, pad: 'valid' },
+];
+
+function filterGradient(c: ConvCase): Promise<Float32Array> {
+  const y = tf.backend_util.computeConv2DInfo(c.x, c.filter, c.strides, 1, c.pad).outShape;
+  return runKernel(
+    tf.Conv2DBackpropFilter,
+    { x: [randomArray(c.x, 1), c.x], dy: [randomArray(y, 2), y] },
+    { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape: c.filter },
+  );
+}
+
+function inputGradient(c: ConvCase): Promise<Float32Array> {
+  const y = tf.backend_util.computeConv2DInfo(c.x, c.filter, c.strides, 1, c.pad).outShape;
+  return runKernel(
+    tf.Conv2DBackpropInput,
+    { dy: [randomArray(y, 2), y], filter: [randomArray(c.filter, 3), c.filter] },
+    { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', inputShape: c.x },
+  );
+}
+
+/** The stock cpu kernel's answer: the cpu backend with the project's kernels taken off. */
+async function stockCpu(f: () => Promise<Float32Array>): Promise<Float32Array> {
+  await tf.setBackend('cpu');
+  unregisterProjectKernels('cpu');
+  try {
+    return await f();
+  } finally {
+    registerProjectKernels('cpu');
+  }
+}
+
+beforeAll(async () => {
+  await setupBackend('cpu'); // registers the cpu kernels and the gradients
+  await setupBackend('wasm');
+});
+
+describe.each(['wasm', 'cpu'] as const)('Conv2DBackpropFilter on %s equals the stock cpu kernel', (backend) => {
+  it.each(CASES)('$title', async (c) => {
+    const expected = await stockCpu(() => filterGradient(c));
+    await tf.setBackend(backend);
+    expect(relativeError(await filterGradient(c), expected)).toBeLessThanOrEqual(TOLERANCE);
+  });
+});
+
+describe('Conv2DBackpropInput on wasm equals the stock cpu kernel', () => {
+  it.each(CASES)('$title', async (c) => {
+    const expected = await stockCpu(() => inputGradient(c));
+    await tf.setBackend('wasm');
+    expect(relativeError(await inputGradient(c), expected)).toBeLessThanOrEqual(TOLERANCE);
+  });
+});
+
+describe('SplitV on wasm equals the stock cpu kernel', () => {
+  const cases: Array<{ shape: number[]; sizes: number | number[]; axis: number; dtype: 'float32' | 'int32' }> = [
+    { shape: [2, 5, 4, 7], sizes: [3, 4], axis: 3, dtype: 'float32' }, // Concatenate's gradient: channels
+    { shape: [2, 5, 4, 7], sizes: [1, -1, 2], axis: 1, dtype: 'float32' },
+    { shape: [6, 3], sizes: 3, axis: 0, dtype: 'int32' },
+    { shape: [3, 8], sizes: [0, 8], axis: -1, dtype: 'float32' },
+  ];
+  it.each(cases)('shape $shape into $sizes along axis $axis ($dtype)', async ({ shape, sizes, axis, dtype }) => {
+    const values = randomArray(shape, 4).map((v) => (dtype === 'int32' ? Math.round(v * 100) : v));
+    const split = async (): Promise<number[][]> => {
+      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+      const x = tf.tensor(values, shape, dtype);
+      const parts = tf.split(x, sizes, axis);
+      const out = await Promise.all(parts.map(async (p) => [...p.shape, ...(await p.data())]));
+      tf.dispose([x, ...parts]);
+      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+      return out;
+    };
+    await tf.setBackend('cpu');
+    const expected = await split();
+    await tf.setBackend('wasm');
+    expect(await split()).toEqual(expected);
+  });
+});
+
+describe('Conv2DBackpropFilter errors', () => {
+  it('rejects NCHW, naming what it received', async () => {
+    await tf.setBackend('wasm');
+    const x = tf.zeros([1, 3, 4, 4]);
+    const dy = tf.zeros([1, 2, 4, 4]);
+    expect(() => tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, { strides: 1, pad: 'same', dataFormat: 'NCHW', filterShape: [1, 1, 3, 2] })).toThrow(
+      'Conv2DBackpropFilter on wasm (trainpool) supports dataFormat NHWC only. Received: NCHW',
+    );
+    tf.dispose([x, dy]);
+  });
+});
+
+/**
+ * Sum and Mean gradients. With f(x) = Σ w ⊙ reduce(x), ∂f/∂x[i] is w at i's reduced position (divided by
+ * the number of reduced elements for Mean); e.g. x 2×3, Sum over axis 1, w = [a, b] gives [[a, a, a], [b, b, b]].
+ */
+describe.each(['wasm', 'cpu'] as const)('Sum and Mean gradients on %s', (backend) => {
+  const shape = [2, 3, 4];
+  const axesCases: Array<{ axis: number | number[] | undefined; keepDims: boolean }> = [
+    { axis: 1, keepDims: false },
+    { axis: [0, 2], keepDims: true },
+    { axis: -1, keepDims: false },
+    { axis: undefined, keepDims: false },
+    { axis: [0, 1, 2], keepDims: true },
+  ];
+
+  it('x 2×3, Sum over axis 1 with weights [2, −3] gives [[2, 2, 2], [−3, −3, −3]]', async () => {
+    await tf.setBackend(backend);
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(tf.sum(x, 1), tf.tensor1d([2, -3]))))(tf.zeros([2, 3]));
+    expect(Array.from(await g.data())).toEqual([2, 2, 2, -3, -3, -3]);
+    g.dispose();
+  });
+
+  it.each(['sum', 'mean'] as const)('%s over several axes and keepDims matches the worked-out broadcast', async (op) => {
+    await tf.setBackend(backend);
+    for (const { axis, keepDims } of axesCases) {
+      const axes = axis === undefined ? [0, 1, 2] : (Array.isArray(axis) ? axis : [axis]).map((a) => (a + 3) % 3);
+      const reducedShape = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+      const count = axes.reduce((n, a) => n * shape[a], 1);
+      const w = randomArray(reducedShape, 7);
+      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+      const x = tf.tensor(randomArray(shape, 8), shape);
+      const weights = tf.tensor(w, keepDims ? reducedShape : reducedShape.filter((_, i) => !axes.includes(i)));
+      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul((op === 'sum' ? tf.sum : tf.mean)(t, axis, keepDims), weights)))(x);
+      const got = await g.data();
+      tf.dispose([x, weights, g]);
+      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+
+      const expected = new Float32Array(24);
+      for (let i = 0; i < 24; i++) {
+        const loc = [Math.floor(i / 12), Math.floor(i / 4) % 3, i % 4].map((c, d) => (axes.includes(d) ? 0 : c));
+        const wi = (loc[0] * reducedShape[1] + loc[1]) * reducedShape[2] + loc[2];
+        expected[i] = op === 'sum' ? w[wi] : Math.fround(w[wi] / count);
+      }
+      expect(Array.from(got), `axis ${JSON.stringify(axis)} keepDims ${keepDims}`).toEqual(Array.from(expected));
+    }
+  });
+});
+
+describe('FusedBatchNorm gradient', () => {
+  it('equals tfjs-core 4.22 stock gradient (which tiles) for every input, on cpu', async () => {
+    await tf.setBackend('cpu');
+    const shape = [2, 3, 4, 5];
+    const f = (x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor, offset: tf.Tensor, scale: tf.Tensor) =>
+      tf.sum(tf.mul(tf.batchNorm(x, mean, variance, offset, scale, 1e-3), tf.tensor(randomArray(shape, 9), shape)));
+    const inputs = () => [
+      tf.tensor(randomArray(shape, 10), shape),
+      tf.tensor(randomArray([5], 11)),
+      tf.abs(tf.tensor(randomArray([5], 12))),
+      tf.tensor(randomArray([5], 13)),
+      tf.tensor(randomArray([5], 14)),
+    ];
+    const gradients = async () => {
+      const args = inputs();
+      const grads = tf.grads(f)(args);
+      const values = await Promise.all(grads.map((g) => g.data()));
+      tf.dispose([...args, ...grads]);
+      return values.map((v) => Array.from(v));
+    };
+    const ours = await gradients();
+    tf.registerGradient(STOCK_FUSED_BATCH_NORM_GRAD);
+    try {
+      expect(ours).toEqual(await gradients());
+    } finally {
+      tf.registerGradient(fusedBatchNormGradConfig);
+    }
+  });
+});
