@@ -1,0 +1,47 @@
+/**
+ * Everything that can be checked before any slow work starts (workers, downloads, the first epoch):
+ * output folders writable (by writing there), the data set present and well-formed (headers and sizes
+ * only), the training set large enough for one global batch. A run never fails at its end for
+ * something checkable at its start.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { stepsPerEpoch } from '../coordinator/plan.js';
+import { checkDataset, type DatasetCheck } from '../data/load.js';
+import { UsageError, type ResolvedConfig } from './options.js';
+
+/** Creates `dir` if needed and proves it writable by writing and removing a file there. */
+export function assertWritableDir(option: string, dir: string): void {
+  const probe = path.join(dir, `.trainpool-write-test-${process.pid}`);
+  try {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(probe, 'ok');
+    rmSync(probe);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new UsageError(`${option} must name a writable folder. Received: ${dir} (${code})`);
+  }
+}
+
+export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
+  if (config.outputs) {
+    assertWritableDir('--output', path.dirname(config.outputs.png));
+    assertWritableDir('--checkpoint-dir', config.outputs.checkpointDir);
+  }
+  if (config.logFile) assertWritableDir('--log-file', path.dirname(config.logFile));
+  const data = await checkDataset({
+    name: config.dataset,
+    dataDir: config.dataDir ?? undefined,
+    limitTrain: config.limitTrain ?? undefined,
+    limitTest: config.limitTest ?? undefined,
+    seed: config.seed,
+    download: config.download,
+  });
+  const globalBatch = config.batchSize * config.workers;
+  if (stepsPerEpoch({ trainCount: data.trainCount, batchSize: config.batchSize, workers: config.workers }) < 1) {
+    throw new UsageError(
+      `--batch-size ${config.batchSize} × ${config.workers} workers = ${globalBatch} images per step is more than the ${data.trainCount} training images`,
+    );
+  }
+  return data;
+}

@@ -1,0 +1,113 @@
+import { describe, expect, it } from 'vitest';
+import { parseArgs, type ResolvedConfig } from '../src/cli/options.js';
+
+const none: { index: number; name: string }[] = [];
+const twoGpus = [{ index: 0, name: 'NVIDIA H100' }, { index: 1, name: 'NVIDIA H100' }];
+const ok = (args: string[], gpus = none) => parseArgs(args, gpus) as ResolvedConfig;
+const err = (args: string[], gpus = none) => {
+  try {
+    parseArgs(args, gpus);
+  } catch (e) {
+    expect((e as { code: string }).code).toBe('USAGE');
+    return (e as Error).message;
+  }
+  throw new Error('expected a usage error');
+};
+
+describe('command-line defaults', () => {
+  it('reproduces the tutorial unless told otherwise', () => {
+    const c = ok(['--output', 'out/plot.png', '--seed', '3']);
+    expect(c).toMatchObject({
+      epochs: 70, lr: 0.005, batchSize: 64, momentum: 0.9, seed: 3, model: 'minigooglenet', dataset: 'cifar10',
+      scaleLr: false, workers: 1, gpus: [], limitTrain: null, limitTest: null,
+    });
+  });
+
+  it('uses every GPU found when --gpus is not given, and the GPU backend they need', () => {
+    const c = ok(['--output', 'p.png'], twoGpus);
+    expect(c.workers).toBe(2);
+    expect(c.gpus.map((g) => g.index)).toEqual([0, 1]);
+    expect(c.backend).toBe('auto');
+  });
+
+  it('runs CPU workers on wasm with --gpus 0 and backend auto', () => {
+    const c = ok(['--output', 'p.png', '--gpus', '0', '--workers', '3'], twoGpus);
+    expect(c).toMatchObject({ workers: 3, gpus: [], backend: 'wasm' });
+  });
+
+  it('puts history, model and checkpoints beside the plot, with its stem', () => {
+    const c = ok(['--output', '/tmp/x/run1.png']);
+    expect(c.outputs).toEqual({
+      png: '/tmp/x/run1.png',
+      historyJson: '/tmp/x/run1.history.json',
+      historyCsv: '/tmp/x/run1.history.csv',
+      modelDir: '/tmp/x/run1.model',
+      checkpointDir: '/tmp/x/run1.checkpoints',
+    });
+  });
+
+  it('draws a seed when none is given', () => {
+    expect(Number.isInteger(ok(['--output', 'p.png']).seed)).toBe(true);
+  });
+
+  it('needs no --output for --summary', () => {
+    expect(ok(['--summary']).outputs).toBeNull();
+  });
+
+  it('logs info to a log file and only warnings to stderr by default', () => {
+    expect(ok(['--output', 'p.png']).logLevel).toBe('warn');
+    expect(ok(['--output', 'p.png', '--log-file', 'x.log']).logLevel).toBe('info');
+    expect(ok(['--output', 'p.png', '--log-level', 'debug']).logLevel).toBe('debug');
+  });
+});
+
+describe('command-line rules', () => {
+  it.each([
+    [['--epochs', 'ten'], '--epochs must be an integer ≥ 1. Received: --epochs=ten'],
+    [['--epochs', '-3'], '--epochs must be an integer ≥ 1. Received: --epochs=-3'],
+    [['--epochs', '0'], '--epochs must be an integer ≥ 1. Received: --epochs=0'],
+    [['--epochs', '2.5'], '--epochs must be an integer ≥ 1. Received: --epochs=2.5'],
+    [['--lr', 'fast'], '--lr must be a number > 0. Received: --lr=fast'],
+    [['--lr', '-0.1'], '--lr must be a number > 0. Received: --lr=-0.1'],
+    [['--lr', '0'], '--lr must be a number > 0. Received: --lr=0'],
+    [['--batch-size', '-64'], '--batch-size must be an integer ≥ 1. Received: --batch-size=-64'],
+    [['--momentum', '1'], '--momentum must be a number in [0, 1). Received: --momentum=1'],
+    [['--seed', 'abc'], '--seed must be an integer from 0 to 4294967295. Received: --seed=abc'],
+    [['--workers', '0'], '--workers must be an integer ≥ 1. Received: --workers=0'],
+    [['--limit-train', '0'], '--limit-train must be an integer ≥ 1. Received: --limit-train=0'],
+    [['--backend', 'cuda'], '--backend must be one of auto, webgpu, tensorflow, wasm, cpu. Received: --backend=cuda'],
+    [['--dataset', 'mnist'], '--dataset must be one of cifar10, fashion-mnist, synthetic. Received: --dataset=mnist'],
+    [['--model', 'resnet'], '--model must be one of minigooglenet, tiny. Received: --model=resnet'],
+    [['--log-level', 'loud'], '--log-level must be one of fatal, error, warn, info, debug, trace, silent. Received: --log-level=loud'],
+    [['--download', '--dataset', 'synthetic'], '--download fetches CIFAR-10 only. Received: --dataset=synthetic'],
+  ])('%j → %s', (args, message) => {
+    expect(err(['--output', 'p.png', ...args])).toBe(message);
+  });
+
+  it('requires --output, as a .png', () => {
+    expect(err([])).toBe('--output is required: the path of the PNG plot, e.g. --output plot.png');
+    expect(err(['--output', 'plot.jpg'])).toBe('--output must be a .png path. Received: --output=plot.jpg');
+  });
+
+  it('refuses more GPUs than found and lists what was found', () => {
+    expect(err(['--output', 'p.png', '--gpus', '4'])).toBe('--gpus 4 asks for more GPUs than this machine has. Found 0: none');
+    expect(err(['--output', 'p.png', '--gpus', '4'], twoGpus)).toBe(
+      '--gpus 4 asks for more GPUs than this machine has. Found 2: 0: NVIDIA H100; 1: NVIDIA H100',
+    );
+  });
+
+  it('refuses a CPU backend on GPU workers and --workers beside --gpus', () => {
+    expect(err(['--output', 'p.png', '--gpus', '2', '--backend', 'wasm'], twoGpus)).toMatch(/^--backend wasm runs on the CPU/);
+    expect(err(['--output', 'p.png', '--gpus', '2', '--workers', '2'], twoGpus)).toBe(
+      '--workers applies to --gpus 0 only; with --gpus 2 there is one worker per GPU',
+    );
+  });
+
+  it('names an unknown option', () => {
+    expect(err(['--output', 'p.png', '--epoch', '3'])).toMatch(/unknown option '--epoch'/);
+  });
+
+  it('answers --help without an error', () => {
+    expect(parseArgs(['--help'], none)).toBe('help');
+  });
+});
