@@ -85,6 +85,8 @@ export class ProcessWorker implements ReplicaClient {
   private readonly stderrTail: string[] = [];
   private exited: Promise<void> = Promise.resolve();
   info: ReadyMessage | null = null;
+  /** How many times the weights were attached to a request (for tests and the benchmark). */
+  statesSent = 0;
 
   constructor(private readonly o: ProcessWorkerOptions) {
     this.rank = o.config.rank;
@@ -182,6 +184,7 @@ export class ProcessWorker implements ReplicaClient {
   private stateToSend(state: VersionedState): Float32Array | undefined {
     if (state.version === this.sentVersion) return undefined;
     this.sentVersion = state.version;
+    this.statesSent++;
     return state.data;
   }
 
