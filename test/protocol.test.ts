@@ -1,3 +1,5 @@
+import os from 'node:os';
+import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Channel } from '../src/protocol/channel.js';
@@ -107,5 +109,54 @@ describe('Channel', () => {
     a.write(frame.subarray(0, 50));
     a.end();
     expect((await closed)?.message).toBe('the stream ended inside a frame');
+  });
+});
+
+describe('bulk regions', () => {
+  it('carries large attachments through a region and small ones in the frame', async () => {
+    const { BulkFile, RegionSink, RegionSource } = await import('../src/protocol/bulk.js');
+    const file = BulkFile.create(os.tmpdir());
+    const big = Float32Array.from({ length: 40_000 }, (_, i) => i);
+    const small = new Uint8Array([1, 2, 3]);
+    const parts = encodeFrame({ type: 'x', big, small }, new RegionSink(file));
+    // The frame itself stays small: the 160 kB array is not in it.
+    expect(concat(parts).length).toBeLessThan(200);
+    const [m] = new FrameDecoder(new RegionSource({ 0: file })).push(concat(parts));
+    expect(m.big).toEqual(big);
+    expect(m.small).toEqual(small);
+    file.close();
+  });
+
+  it('refers to the shared weights without writing them again, and reuses receive buffers per field', async () => {
+    const { BulkFile, RegionSink, RegionSource, SharedState } = await import('../src/protocol/bulk.js');
+    const own = BulkFile.create(os.tmpdir());
+    const shared = new SharedState(BulkFile.create(os.tmpdir()));
+    const weights = Float32Array.from({ length: 20_000 }, (_, i) => -i);
+    shared.publish(1, weights);
+    const source = new RegionSource({ 0: own, 1: shared.file });
+    const decoder = new FrameDecoder(source);
+    const [a] = decoder.push(concat(encodeFrame({ type: 'x', state: weights }, new RegionSink(own, shared))));
+    expect(a.state).toEqual(weights);
+    weights[0] = 42; // same array, next version: published again before it is sent
+    shared.publish(2, weights);
+    const [b] = decoder.push(concat(encodeFrame({ type: 'x', state: weights }, new RegionSink(own, shared))));
+    expect((b.state as Float32Array)[0]).toBe(42);
+    expect((b.state as Float32Array).buffer).toBe((a.state as Float32Array).buffer);
+    own.close();
+    shared.file.close();
+  });
+
+  it('leaves no file behind: a region is unlinked as soon as it is created', async () => {
+    const { readdirSync, mkdtempSync, rmSync } = await import('node:fs');
+    const { BulkFile } = await import('../src/protocol/bulk.js');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bulk-'));
+    const f = BulkFile.create(dir);
+    f.write([new Uint8Array([1, 2, 3])], 0);
+    expect(readdirSync(dir)).toEqual([]);
+    const back = new Uint8Array(3);
+    f.readInto(back, 0);
+    expect(Array.from(back)).toEqual([1, 2, 3]);
+    f.close();
+    rmSync(dir, { recursive: true });
   });
 });

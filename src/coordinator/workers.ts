@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { EvaluationSums, Shard, ShardGradients } from '../model/gradients.js';
+import { BulkFile, bulkDirectory, RegionSink, RegionSource, SharedState } from '../protocol/bulk.js';
 import { Channel } from '../protocol/channel.js';
 import {
   asFromWorker,
@@ -54,7 +55,15 @@ export interface ProcessWorkerOptions {
   onStderr?: (rank: number, line: string) => void;
   /** Extra environment for the child (tests). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * The weights region every worker of the run reads (see protocol/bulk.ts); created per worker when
+   * absent, which costs one extra copy of the weights per worker and step.
+   */
+  shared?: SharedState;
 }
+
+/** File descriptors of the worker's bulk regions, as it inherits them: request, reply, shared state. */
+export const WORKER_BULK_FDS = [4, 5, 6] as const;
 
 interface PendingRequest {
   id: number;
@@ -84,12 +93,17 @@ export class ProcessWorker implements ReplicaClient {
   private pending: PendingRequest | null = null;
   private readonly stderrTail: string[] = [];
   private exited: Promise<void> = Promise.resolve();
+  private readonly shared: SharedState;
+  private readonly regions: { request: BulkFile; reply: BulkFile };
   info: ReadyMessage | null = null;
   /** How many times the weights were attached to a request (for tests and the benchmark). */
   statesSent = 0;
 
   constructor(private readonly o: ProcessWorkerOptions) {
     this.rank = o.config.rank;
+    const dir = bulkDirectory(64 << 20);
+    this.regions = { request: BulkFile.create(dir), reply: BulkFile.create(dir) };
+    this.shared = o.shared ?? new SharedState(BulkFile.create(dir));
   }
 
   get state(): WorkerState {
@@ -111,8 +125,10 @@ export class ProcessWorker implements ReplicaClient {
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
     // Pin the GPU in the process environment: libtensorflow (CUDA) reads it once, at load.
     if (config.gpu !== null) env.CUDA_VISIBLE_DEVICES = String(config.gpu);
+    env.TRAINPOOL_BULK_FDS = WORKER_BULK_FDS.join(',');
     const child = spawn(process.execPath, ['--import', TSX_LOADER, WORKER_ENTRY], {
-      stdio: ['ignore', 'inherit', 'pipe', 'pipe'],
+      // fd 3: the message pipe; 4, 5, 6: the bulk regions (request, reply, shared weights).
+      stdio: ['ignore', 'inherit', 'pipe', 'pipe', this.regions.request.fd, this.regions.reply.fd, this.shared.file.fd],
       env,
     });
     this.child = child;
@@ -125,10 +141,11 @@ export class ProcessWorker implements ReplicaClient {
       partial = lines.pop() ?? '';
       for (const line of lines) this.onStderrLine(line);
     });
-    this.channel = new Channel(child.stdio[3] as net.Socket, {
-      message: (m) => this.onMessage(m),
-      close: () => {},
-    });
+    this.channel = new Channel(
+      child.stdio[3] as net.Socket,
+      { message: (m) => this.onMessage(m), close: () => {} },
+      { out: new RegionSink(this.regions.request, this.shared), in: new RegionSource({ 0: this.regions.reply }) },
+    );
     const ready = await this.request({ type: 'init', protocolVersion: PROTOCOL_VERSION, config }, this.o.startTimeoutMs ?? 120_000);
     if (ready.type !== 'ready') throw this.unexpected(ready, 'ready');
     if (ready.protocolVersion !== PROTOCOL_VERSION) {
@@ -167,6 +184,7 @@ export class ProcessWorker implements ReplicaClient {
   async close(graceMs = 5_000): Promise<void> {
     if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) {
       this._state = this._state === 'failed' ? 'failed' : 'stopped';
+      this.releaseRegions();
       return;
     }
     this._state = 'stopping';
@@ -174,6 +192,17 @@ export class ProcessWorker implements ReplicaClient {
     const timer = setTimeout(() => this.child?.kill('SIGKILL'), graceMs);
     await this.exited;
     clearTimeout(timer);
+    this.releaseRegions();
+  }
+
+  private released = false;
+
+  private releaseRegions(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const f of [this.regions.request, this.regions.reply, ...(this.o.shared ? [] : [this.shared.file])]) {
+      f.close();
+    }
   }
 
   /** Kills the process at once (tests inject failures with this). */
@@ -185,6 +214,7 @@ export class ProcessWorker implements ReplicaClient {
     if (state.version === this.sentVersion) return undefined;
     this.sentVersion = state.version;
     this.statesSent++;
+    this.shared.publish(state.version, state.data);
     return state.data;
   }
 

@@ -3,7 +3,7 @@
  * Both the coordinator's WorkerHandle and the worker's main loop use it.
  */
 import type { Duplex } from 'node:stream';
-import { encodeFrame, FrameDecoder } from './frame.js';
+import { encodeFrame, FrameDecoder, type BulkSink, type BulkSource } from './frame.js';
 
 export interface ChannelEvents {
   message(m: Record<string, unknown>): void;
@@ -11,14 +11,23 @@ export interface ChannelEvents {
   close(error: Error | null): void;
 }
 
+export interface ChannelBulk {
+  /** Where this side's large outgoing attachments go. */
+  out?: BulkSink;
+  /** Where the peer's large attachments are read from. */
+  in?: BulkSource;
+}
+
 export class Channel {
-  private readonly decoder = new FrameDecoder();
+  private readonly decoder: FrameDecoder;
   private closed = false;
 
   constructor(
     private readonly stream: Duplex,
     private readonly events: ChannelEvents,
+    private readonly bulk: ChannelBulk = {},
   ) {
+    this.decoder = new FrameDecoder(bulk.in);
     stream.on('data', (chunk: Buffer) => {
       let messages: Record<string, unknown>[];
       try {
@@ -43,7 +52,7 @@ export class Channel {
    */
   send(message: object): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the channel is closed'));
-    const parts = encodeFrame(message);
+    const parts = encodeFrame(message, this.bulk.out);
     return new Promise((resolve, reject) => {
       this.stream.cork();
       for (let i = 0; i < parts.length - 1; i++) this.stream.write(parts[i]);

@@ -24,6 +24,25 @@ interface AttachmentRef {
   field: string;
   kind: Kind;
   length: number;
+  /** Set when the bytes are in a bulk region (bulk.ts) rather than in the frame. */
+  region?: number;
+  offset?: number;
+}
+
+/** Where a sender puts large attachments: writes them and says where they are. */
+export interface BulkSink {
+  /** Attachments smaller than this stay in the frame. */
+  readonly threshold: number;
+  /** Called once per frame before any place(). */
+  begin(): void;
+  place(field: string, bytes: Uint8Array, value: object): { region: number; offset: number };
+}
+
+/** Where a receiver reads large attachments from. */
+export interface BulkSource {
+  /** The buffer to read `field`'s `bytes` into (the source may reuse one per field). */
+  buffer(field: string, bytes: number): ArrayBuffer;
+  read(region: number, offset: number, into: Uint8Array): void;
 }
 
 const pad8 = (n: number) => (n + 7) & ~7;
@@ -44,10 +63,11 @@ function kindOf(v: unknown): Kind | null {
  * Encodes a message as the list of buffers to write, in order. Top-level typed-array fields travel as
  * attachments without being copied: the caller must not modify them until the write has completed.
  */
-export function encodeFrame(message: object): Buffer[] {
+export function encodeFrame(message: object, bulk?: BulkSink): Buffer[] {
   const header: Record<string, unknown> = {};
   const bins: AttachmentRef[] = [];
   const parts: Buffer[] = [];
+  bulk?.begin();
   for (const [field, value] of Object.entries(message)) {
     const kind = kindOf(value);
     if (kind === null) {
@@ -55,8 +75,13 @@ export function encodeFrame(message: object): Buffer[] {
       continue;
     }
     const t = value as Typed;
+    const bytes = Buffer.from(t.buffer as ArrayBuffer, t.byteOffset, t.byteLength);
+    if (bulk && bytes.length >= bulk.threshold) {
+      bins.push({ field, kind, length: t.length, ...bulk.place(field, bytes, t) });
+      continue;
+    }
     bins.push({ field, kind, length: t.length });
-    parts.push(Buffer.from(t.buffer as ArrayBuffer, t.byteOffset, t.byteLength));
+    parts.push(bytes);
   }
   if (bins.length > 0) header.$bins = bins;
   const head = packr.pack(header);
@@ -78,7 +103,7 @@ export function encodeFrame(message: object): Buffer[] {
 }
 
 /** Decodes one frame body (everything after the length field), returning views into `body`. */
-function decodeBody(body: Uint8Array<ArrayBuffer>): Record<string, unknown> {
+function decodeBody(body: Uint8Array<ArrayBuffer>, bulk?: BulkSource): Record<string, unknown> {
   const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const headLength = view.getUint32(0, true);
   if (4 + headLength > body.length) throw new Error(`frame header of ${headLength} bytes overruns a ${body.length}-byte frame`);
@@ -91,6 +116,13 @@ function decodeBody(body: Uint8Array<ArrayBuffer>): Record<string, unknown> {
     const Ctor = KINDS[b.kind];
     if (!Ctor) throw new Error(`frame attachment ${b.field} has unknown kind ${String(b.kind)}`);
     const bytes = b.length * Ctor.BYTES_PER_ELEMENT;
+    if (b.region !== undefined) {
+      if (!bulk) throw new Error(`frame attachment ${b.field} is in bulk region ${b.region}, but this channel has none`);
+      const into = new Uint8Array(bulk.buffer(b.field, bytes));
+      bulk.read(b.region, b.offset ?? 0, into);
+      message[b.field] = new Ctor(into.buffer, 0, b.length);
+      continue;
+    }
     if (at + bytes > body.length) throw new Error(`frame attachment ${b.field} overruns the frame`);
     message[b.field] = new Ctor(body.buffer, body.byteOffset + at, b.length);
     at += pad8(bytes);
@@ -103,6 +135,8 @@ function decodeBody(body: Uint8Array<ArrayBuffer>): Record<string, unknown> {
  * starts 8-byte aligned, so attachments come back as zero-copy typed-array views.
  */
 export class FrameDecoder {
+  constructor(private readonly bulk?: BulkSource) {}
+
   private lengthBytes = Buffer.alloc(4);
   private lengthHave = 0;
   private body: Uint8Array<ArrayBuffer> | null = null;
@@ -130,7 +164,7 @@ export class FrameDecoder {
       this.bodyHave += n;
       at += n;
       if (this.bodyHave === this.body.length) {
-        out.push(decodeBody(this.body));
+        out.push(decodeBody(this.body, this.bulk));
         this.body = null;
         this.lengthHave = 0;
       }

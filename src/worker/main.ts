@@ -10,7 +10,8 @@
 import net from 'node:net';
 import { setupBackend, type BackendHandle } from '../model/backend.js';
 import { Replica, type Compute } from '../model/replica.js';
-import { Channel } from '../protocol/channel.js';
+import { BulkFile, OWN_REGION, RegionSink, RegionSource, SHARED_REGION } from '../protocol/bulk.js';
+import { Channel, type ChannelBulk } from '../protocol/channel.js';
 import {
   asToWorker,
   PROTOCOL_VERSION,
@@ -25,11 +26,22 @@ let backend: BackendHandle | null = null;
 let rank = -1;
 
 const socket = new net.Socket({ fd: 3, readable: true, writable: true });
-const channel = new Channel(socket, {
-  message: (m) => enqueue(m),
-  // The coordinator closed the pipe or died: a worker never outlives it.
-  close: () => process.exit(0),
-});
+const channel = new Channel(
+  socket,
+  {
+    message: (m) => enqueue(m),
+    // The coordinator closed the pipe or died: a worker never outlives it.
+    close: () => process.exit(0),
+  },
+  bulkRegions(process.env.TRAINPOOL_BULK_FDS),
+);
+
+/** The inherited bulk regions (protocol/bulk.ts): request and shared weights to read, reply to write. */
+function bulkRegions(fds: string | undefined): ChannelBulk {
+  if (!fds) return {};
+  const [request, reply, shared] = fds.split(',').map((fd) => BulkFile.fromFd(Number(fd)));
+  return { out: new RegionSink(reply), in: new RegionSource({ [OWN_REGION]: request, [SHARED_REGION]: shared }) };
+}
 
 // Requests are handled strictly one after another, in arrival order.
 let queue: Promise<void> = Promise.resolve();
