@@ -89,6 +89,14 @@ describe('average', () => {
     expect(a).toEqual(one);
     expect(a).not.toBe(one);
   });
+  it('sums in float64 in rank order and rounds once, for every worker count up to 8', () => {
+    for (let g = 1; g <= 8; g++) {
+      const parts = Array.from({ length: g }, (_, k) => Float32Array.from({ length: 50 }, (_, i) => Math.sin(i * (k + 1)) * 10 ** (k % 4)));
+      const expected = Float32Array.from({ length: 50 }, (_, i) => parts.reduce((s, p) => s + p[i], 0) / g);
+      expect(average(parts)).toEqual(expected);
+    }
+  });
+
   it('refuses arrays of different lengths', () => {
     expect(() => average([new Float32Array(2), new Float32Array(3)])).toThrow('this is a bug');
   });
