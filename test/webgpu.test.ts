@@ -3,7 +3,7 @@
  * kernels, adapter selection, and a process that exits by itself after close().
  *
  * Runs when Dawn finds a WebGPU adapter. Machines without a GPU get a software one (Mesa's lavapipe) with
- *   eval "$(bash ../shared/device/soft-gpu.sh)"      # exports VK_DRIVER_FILES
+ *   eval "$(bash tools/soft-gpu.sh)"      # exports VK_DRIVER_FILES
  * before `npm test`; shapes here are small because lavapipe is a CPU pretending to be a GPU. Without an
  * adapter the suite is skipped, saying why, unless TRAINPOOL_REQUIRE_WEBGPU=1 makes that a failure.
  */
@@ -21,7 +21,7 @@ import { gradientsOf, randomArray, relativeError, runKernel } from './helpers/gr
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const webgpu = (await describeBackends()).find((b) => b.name === 'webgpu')!;
 const required = process.env.TRAINPOOL_REQUIRE_WEBGPU === '1';
-const skipReason = `no WebGPU adapter found (${webgpu.detail}); run eval "$(bash ../shared/device/soft-gpu.sh)" first, or set TRAINPOOL_REQUIRE_WEBGPU=1 to fail instead`;
+const skipReason = `no WebGPU adapter found (${webgpu.detail}); run eval "$(bash tools/soft-gpu.sh)" first, or set TRAINPOOL_REQUIRE_WEBGPU=1 to fail instead`;
 if (!webgpu.available && !required) console.warn(`webgpu.test.ts skipped: ${skipReason}`);
 
 describe.runIf(!webgpu.available && required)('webgpu, required by TRAINPOOL_REQUIRE_WEBGPU=1', () => {

@@ -69,7 +69,7 @@ export function buildCommand(): Command {
     .addOption(new Option('--gpus <n>', 'worker processes, one per GPU (default: every GPU found; 0: CPU workers)'))
     .addOption(new Option('--workers <n>', 'CPU worker processes when --gpus 0').default('1'))
     .addOption(new Option('--dataset <name>', `data set: ${DATASET_NAMES.join(', ')}`).default('cifar10'))
-    .addOption(new Option('--data-dir <dir>', 'folder of the data set files (CIFAR-10: the batches folder or its parent; default ~/.cache/trainpool/datasets)'))
+    .addOption(new Option('--data-dir <dir>', 'folder of the data set files (CIFAR-10: the batches folder or its parent; default $TRAINPOOL_DATA_DIR or ~/.cache/trainpool/datasets)'))
     .addOption(new Option('--download', 'fetch CIFAR-10 into --data-dir if it is missing'))
     .addOption(new Option('--epochs <n>', 'epochs to train').default('70'))
     .addOption(new Option('--lr <x>', 'initial learning rate (poly decay, power 1, per epoch)').default('0.005'))
@@ -91,7 +91,8 @@ export function buildCommand(): Command {
     .helpOption('-h, --help', 'show this help')
     .allowExcessArguments(false)
     .exitOverride()
-    .configureOutput({ writeErr: () => {} });
+    // main() prints help and errors itself, once and in its own format.
+    .configureOutput({ writeOut: () => {}, writeErr: () => {} });
 }
 
 type Raw = Record<string, string | boolean | undefined>;
@@ -189,8 +190,12 @@ function resolve(raw: Raw, given: (name: string) => boolean, gpusFound: Gpu[]): 
   };
 }
 
-/** Where CIFAR-10 lives when --data-dir is not given (Keras keeps it in ~/.keras/datasets). */
+/**
+ * Where CIFAR-10 lives when --data-dir is not given: $TRAINPOOL_DATA_DIR (the Docker image sets /data),
+ * else ~/.cache/trainpool/datasets (Keras keeps it in ~/.keras/datasets).
+ */
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TRAINPOOL_DATA_DIR) return path.resolve(env.TRAINPOOL_DATA_DIR);
   return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'trainpool', 'datasets');
 }
 
