@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { average } from '../src/coordinator/average.js';
 import { TrainingPlan } from '../src/coordinator/plan.js';
 import { createSgdState, sgdStep } from '../src/coordinator/sgd.js';
-import { train, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
+import { freshState, train, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
 import { ProcessWorker, type ReplicaClient, type StepRequest, type StepResult, type VersionedState } from '../src/coordinator/workers.js';
 import { makeSynthetic } from '../src/data/synthetic.js';
 import { meanImage } from '../src/data/mean.js';
@@ -47,7 +47,7 @@ async function initialState(spec: ModelSpec): Promise<TrainingState> {
   const weights = await r.getState();
   const trainableSize = r.layout.trainableSize;
   r.dispose();
-  return { epoch: 0, weights, sgd: createSgdState(trainableSize), history: [] };
+  return freshState(weights, trainableSize);
 }
 
 const started: ProcessWorker[] = [];

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TrainingPlan, stepsPerEpoch, validationChunks } from '../src/coordinator/plan.js';
-import { createSgdState } from '../src/coordinator/sgd.js';
-import { train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
+import { freshState, train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
 import type { ShardGradients } from '../src/model/gradients.js';
 import { FakeCompute } from '../src/worker/fake.js';
 import { DirectShardMaker, InProcessClient } from './helpers/in-process.js';
@@ -26,7 +25,7 @@ function options(o: Partial<TrainerOptions> = {}): TrainerOptions {
 }
 
 function initial(): TrainingState {
-  return { epoch: 0, weights: new Float32Array(TRAINABLE + STATS).fill(0.5), sgd: createSgdState(TRAINABLE), history: [] };
+  return freshState(new Float32Array(TRAINABLE + STATS).fill(0.5), TRAINABLE);
 }
 
 const fakes = (g: number, delayMs = 0) =>
@@ -161,5 +160,18 @@ describe('trainer with fake workers', () => {
     expect(result.stopped).toBe('requested');
     expect(steps).toBe(3);
     expect(result.state.epoch).toBe(0);
+  });
+
+  it('continues a run stopped mid-epoch to exactly the uninterrupted result', async () => {
+    const deps = () => ({ clients: fakes(2), shards: new DirectShardMaker(source()), trainableSize: TRAINABLE });
+    const whole = (await train(deps(), options(), initial())).state;
+    let steps = 0;
+    const stopped = await train(deps(), options(), initial(), { onStep: () => steps++, shouldStop: () => steps >= 7 });
+    expect(stopped.state).toMatchObject({ epoch: 1, step: 2 });
+    const resumed = (await train(deps(), options(), stopped.state)).state;
+    expect(resumed.weights).toEqual(whole.weights);
+    expect(resumed.sgd.velocity).toEqual(whole.sgd.velocity);
+    const strip = (h: typeof whole.history) => h.map(({ seconds: _, ...r }) => r);
+    expect(strip(resumed.history)).toEqual(strip(whole.history));
   });
 });

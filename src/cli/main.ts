@@ -22,6 +22,7 @@ import { isTrainpoolError } from '../util/errors.js';
 import { discoverGpus } from './gpus.js';
 import { helpText, parseArgs, type ResolvedConfig } from './options.js';
 import { preflight } from './preflight.js';
+import { resolveResume, type Resumption } from './resume.js';
 
 export async function main(argv: string[]): Promise<number> {
   let config: ResolvedConfig | 'help';
@@ -36,8 +37,13 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     if (config.summary) return await printSummary(config);
-    const check = await preflight(config);
-    return await run(config, check);
+    let resume: Resumption | null = null;
+    if (config.resume) {
+      resume = resolveResume(config);
+      config = resume.config;
+    }
+    await preflight(config);
+    return await run(config, resume);
   } catch (e) {
     return fail(e);
   }
@@ -53,7 +59,7 @@ async function printSummary(config: ResolvedConfig): Promise<number> {
   return 0;
 }
 
-async function run(config: ResolvedConfig, check: Awaited<ReturnType<typeof preflight>>): Promise<number> {
+async function run(config: ResolvedConfig, resume: Resumption | null): Promise<number> {
   const logger = pino(
     { level: config.logLevel, base: { pid: process.pid } },
     config.logFile ? pino.destination({ dest: config.logFile, sync: true }) : pino.destination(2),
@@ -70,11 +76,15 @@ async function run(config: ResolvedConfig, check: Awaited<ReturnType<typeof pref
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const result = await runTraining(config, check, {
-      out: (line) => process.stdout.write(`${line}\n`),
-      logger,
-      stopRequested: () => stopping,
-    });
+    for (const why of resume?.checkpoint.skipped ?? []) {
+      process.stderr.write(`train: warning: skipped ${why}\n`);
+      logger.warn({ skipped: why }, 'checkpoint skipped');
+    }
+    const result = await runTraining(
+      config,
+      { out: (line) => process.stdout.write(`${line}\n`), logger, stopRequested: () => stopping },
+      resume?.checkpoint.data ?? null,
+    );
     return result.stopped === 'requested' ? 130 : 0;
   } finally {
     process.off('SIGINT', onSignal);

@@ -50,6 +50,8 @@ export interface ResolvedConfig {
   logFile: string | null;
   augmentThreads: number;
   resume: boolean;
+  /** The options given on the command line (commander's camelCase names), as opposed to defaults. */
+  explicit: string[];
   /** Per-step worker deadline in ms (the first step gets `firstStepTimeoutMs`). */
   stepTimeoutMs: number;
   firstStepTimeoutMs: number;
@@ -110,7 +112,9 @@ export function parseArgs(argv: string[], gpusFound: Gpu[]): ResolvedConfig | 'h
     throw e;
   }
   const given = (name: string) => command.getOptionValueSource(name) === 'cli';
-  return resolve(command.opts() as Raw, given, gpusFound);
+  const config = resolve(command.opts() as Raw, given, gpusFound);
+  config.explicit = command.options.map((o) => o.attributeName()).filter(given);
+  return config;
 }
 
 export function helpText(): string {
@@ -184,6 +188,7 @@ function resolve(raw: Raw, given: (name: string) => boolean, gpusFound: Gpu[]): 
     logFile: str('log-file') ? path.resolve(str('log-file')!) : null,
     augmentThreads: integer('--augment-threads', str('augment-threads')!, 1, 64),
     resume: raw.resume === true,
+    explicit: [],
     stepTimeoutMs: positiveNumber('--step-timeout', str('step-timeout')!) * 1000,
     // Shader compilation (webgpu) and lazy kernel setup make the first step much slower than the rest.
     firstStepTimeoutMs: Math.max(600_000, positiveNumber('--step-timeout', str('step-timeout')!) * 1000),

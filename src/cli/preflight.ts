@@ -7,6 +7,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { stepsPerEpoch } from '../coordinator/plan.js';
+import { renderPlot } from '../coordinator/report/plot.js';
 import { checkDataset, type DatasetCheck } from '../data/load.js';
 import { UsageError, type ResolvedConfig } from './options.js';
 
@@ -37,6 +38,8 @@ export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
     seed: config.seed,
     download: config.download,
   });
+  // The plot is drawn at the very end; the native renderer and its font load now, not after 70 epochs.
+  await renderPlot([{ epoch: 1, loss: 1, acc: 0.5, val_loss: 1, val_acc: 0.5, lr: config.lr, seconds: 0 }], { title: 'preflight', width: 80, height: 60 });
   const globalBatch = config.batchSize * config.workers;
   if (stepsPerEpoch({ trainCount: data.trainCount, batchSize: config.batchSize, workers: config.workers }) < 1) {
     throw new UsageError(

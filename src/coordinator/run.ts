@@ -1,34 +1,35 @@
 /**
  * One training run, from a resolved configuration to its outputs: load the data, start the augmentation
- * pool and one worker process per GPU (or CPU worker), train, and write the history, plot and model.
- * Only this process logs, plots and checkpoints; workers compute.
+ * pool and one supervised worker process per GPU (or CPU worker), train with a checkpoint after every
+ * epoch, and write the history, plot and model. Only this process logs, plots and checkpoints.
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../cli/options.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
-import { loadDataset, type DatasetCheck } from '../data/load.js';
+import { loadDataset } from '../data/load.js';
 import { meanImage } from '../data/mean.js';
 import { setupBackend } from '../model/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 import { Replica } from '../model/replica.js';
-import type { WorkerConfig } from '../protocol/messages.js';
-import { EpochProgress } from './report/progress.js';
+import { TrainpoolError } from '../util/errors.js';
+import { writeCheckpoint, type CheckpointData } from './checkpoint.js';
+import { stepsPerEpoch } from './plan.js';
 import { formatEpochLine } from './report/epoch-line.js';
 import { exportModel } from './report/export.js';
-import { writeHistory, writeFileAtomic } from './report/history.js';
+import { writeFileAtomic, writeHistory } from './report/history.js';
 import { renderPlot } from './report/plot.js';
-import { createSgdState } from './sgd.js';
-import { stepsPerEpoch } from './plan.js';
-import { train, type TrainingState } from './trainer.js';
-import { ProcessWorker } from './workers.js';
+import { EpochProgress } from './report/progress.js';
+import { SupervisedWorker } from './supervisor.js';
+import { freshState, train, type TrainingState } from './trainer.js';
+import { SharedState, BulkFile, bulkDirectory } from '../protocol/bulk.js';
 
 export interface RunIO {
   /** Human-readable lines (stdout). */
   out(line: string): void;
   logger: Logger;
-  /** Set to true (e.g. by SIGINT) to stop at the next step boundary. */
+  /** True once the run should stop at the next step boundary (SIGINT, SIGTERM). */
   stopRequested(): boolean;
   progressStream?: NodeJS.WriteStream;
 }
@@ -40,7 +41,7 @@ export interface RunResult {
   imagesPerSecond: number;
 }
 
-export async function runTraining(config: ResolvedConfig, check: DatasetCheck, io: RunIO): Promise<RunResult> {
+export async function runTraining(config: ResolvedConfig, io: RunIO, resume: CheckpointData | null = null): Promise<RunResult> {
   const outputs = config.outputs!;
   const started = performance.now();
   const data = await loadDataset({
@@ -51,52 +52,69 @@ export async function runTraining(config: ResolvedConfig, check: DatasetCheck, i
     seed: config.seed,
     download: config.download,
   });
-  const mean = meanImage(data.train, data.height, data.width, data.depth);
-  const spec: ModelSpec = {
-    name: config.model,
-    width: data.width,
-    height: data.height,
-    depth: data.depth,
-    classes: data.classes,
-    seed: config.seed,
-  };
+  // The mean is part of what a resumed run must reproduce; the checkpoint's copy is the one trained with.
+  const mean = resume?.mean ?? meanImage(data.train, data.height, data.width, data.depth);
+  const spec: ModelSpec = { name: config.model, width: data.width, height: data.height, depth: data.depth, classes: data.classes, seed: config.seed };
 
-  // The coordinator's own replica (cpu backend): the initial weights every worker starts from, the
-  // layout they must agree on, and the model exported at the end.
+  // The coordinator's own replica (cpu backend): the initial weights, the layout every worker must agree
+  // on, and the model exported at the end.
   const cpu = await setupBackend('cpu');
   const master = new Replica(spec);
+  if (resume && resume.layoutHash !== master.layoutHash) {
+    throw new TrainpoolError('CHECKPOINT', `--resume: the checkpoint's weight layout ${resume.layoutHash} does not match this model's ${master.layoutHash}`);
+  }
   const pool = new AugmentPool({ threads: config.augmentThreads, ...poolSource(data), mean, height: data.height, width: data.width, depth: data.depth });
-  const workers = Array.from({ length: config.workers }, (_, rank) => {
-    const workerConfig: WorkerConfig = {
-      rank,
-      model: spec,
-      backend: config.backend,
-      gpu: config.gpus.length ? config.gpus[rank].index : null,
-      compute: { kind: 'model' },
-      layoutHash: master.layoutHash,
-    };
-    return new ProcessWorker({
-      config: workerConfig,
-      requestTimeoutMs: config.firstStepTimeoutMs,
-      onStderr: (r, line) => line.trim() && io.logger.warn({ worker: r, stderr: line }, 'worker stderr'),
-    });
-  });
+  const totalSize = master.layout.totalSize;
+  const shared = new SharedState(BulkFile.create(bulkDirectory(4 * totalSize * (config.workers + 2))));
+  const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
+  const workers = Array.from(
+    { length: config.workers },
+    (_, rank) =>
+      new SupervisedWorker({
+        logger: io.logger,
+        killAtSteps: chaos.kill.get(rank),
+        poisonAtSteps: chaos.nan.get(rank),
+        worker: {
+          config: {
+            rank,
+            model: spec,
+            backend: config.backend,
+            gpu: config.gpus.length ? config.gpus[rank].index : null,
+            compute: { kind: 'model' },
+            layoutHash: master.layoutHash,
+          },
+          shared,
+          requestTimeoutMs: config.stepTimeoutMs,
+          firstRequestTimeoutMs: config.firstStepTimeoutMs,
+          onStderr: (r, line) => line.trim() && io.logger.warn({ worker: r, stderr: line }, 'worker stderr'),
+        },
+      }),
+  );
   const progress = new EpochProgress(config.epochs, io.progressStream ?? process.stderr);
+  const checkpoint = (state: TrainingState) =>
+    writeCheckpoint(outputs.checkpointDir, {
+      epoch: state.epoch,
+      step: state.step,
+      partial: state.partial,
+      history: state.history,
+      config: shapingConfig(config),
+      layoutHash: master.layoutHash,
+      weights: state.weights,
+      velocity: state.sgd.velocity,
+      mean,
+    });
   try {
-    const ready = await Promise.all(workers.map((w) => w.start()));
+    const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: config.workers });
-    const devices = ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ');
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
-    io.out(`workers: ${config.workers} (${devices})`);
+    io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
     io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup 5 epochs)` : ''}, momentum ${config.momentum}`);
-    io.logger.info({ config: publicConfig(config), devices: ready }, 'run started');
+    if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
+    io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null }, 'run started');
 
-    const start: TrainingState = {
-      epoch: 0,
-      weights: await master.getState(),
-      sgd: createSgdState(master.layout.trainableSize),
-      history: [],
-    };
+    const start: TrainingState = resume
+      ? { epoch: resume.epoch, step: resume.step, partial: resume.partial, history: resume.history, weights: resume.weights, sgd: { velocity: resume.velocity } }
+      : freshState(await master.getState(), master.layout.trainableSize);
     const result = await train(
       { clients: workers, shards: pool, trainableSize: master.layout.trainableSize },
       {
@@ -121,43 +139,43 @@ export async function runTraining(config: ResolvedConfig, check: DatasetCheck, i
           io.out(formatEpochLine(record, config.epochs));
           io.logger.info(record, 'epoch');
           writeHistory(outputs, publicConfig(config), state.history);
+          io.logger.info({ file: checkpoint(state) }, 'checkpoint');
         },
         shouldStop: io.stopRequested,
       },
     );
     progress.stop();
 
-    // Outputs: history (again, complete), plot, model.
     const history = result.state.history;
     writeHistory(outputs, publicConfig(config), history);
     if (history.length) writeFileAtomic(outputs.png, await renderPlot(history, { title: `${spec.name} on ${data.name}` }));
+    if (result.stopped === 'requested') {
+      const file = checkpoint(result.state);
+      io.out(`stopped after epoch ${result.state.epoch}, step ${result.state.step}: checkpoint ${file}; continue with the same command and --resume`);
+      return { state: result.state, stopped: result.stopped, seconds: (performance.now() - started) / 1000, imagesPerSecond: 0 };
+    }
     master.setState(result.state.weights);
-    await exportModel(outputs.modelDir, master.model, {
-      dataset: data.name,
-      classNames: data.classNames,
-      inputShape: [data.height, data.width, data.depth],
-      mean,
-    });
+    await exportModel(outputs.modelDir, master.model, { dataset: data.name, classNames: data.classNames, inputShape: [data.height, data.width, data.depth], mean });
     const seconds = (performance.now() - started) / 1000;
     const trained = history.reduce((s, r) => s + r.seconds, 0);
-    const images = history.length * steps * config.batchSize * config.workers;
-    const imagesPerSecond = trained > 0 ? images / trained : 0;
+    const imagesPerSecond = trained > 0 ? (history.length * steps * config.batchSize * config.workers) / trained : 0;
     io.out(`done in ${seconds.toFixed(1)}s, ${Math.round(imagesPerSecond).toLocaleString('en-US')} img/s over ${history.length} epochs`);
     io.out(`plot: ${outputs.png}`);
     io.out(`history: ${outputs.historyJson}, ${outputs.historyCsv}`);
     io.out(`model: ${outputs.modelDir}${path.sep}model.json`);
-    io.logger.info({ seconds, imagesPerSecond, outputs }, 'run finished');
+    io.logger.info({ seconds, imagesPerSecond, outputs, restarts: workers.map((w) => w.restarts) }, 'run finished');
     return { state: result.state, stopped: result.stopped, seconds, imagesPerSecond };
   } finally {
     progress.stop();
     await Promise.all(workers.map((w) => w.close()));
+    shared.file.close();
     await pool.close();
     master.dispose();
     await cpu.close();
   }
 }
 
-/** Train and test images in one source, test after train, so one pool serves both. */
+/** Train and test images in one shared source, test after train, so one pool serves both. */
 function poolSource(data: Dataset): { images: Uint8Array; labels: Uint8Array } {
   const images = new Uint8Array(new SharedArrayBuffer(data.train.images.length + data.test.images.length));
   images.set(data.train.images, 0);
@@ -168,7 +186,47 @@ function poolSource(data: Dataset): { images: Uint8Array; labels: Uint8Array } {
   return { images, labels };
 }
 
-/** The configuration as it goes into history JSON and logs (paths and values, no functions). */
+/**
+ * Fault injection, for tests and for trying the recovery by hand:
+ *   TRAINPOOL_CHAOS="kill-worker=RANK:STEP[,RANK:STEP…]"   SIGKILL worker RANK right after sending it
+ *                                                          its STEP-th step (1-based over the run)
+ *   TRAINPOOL_CHAOS="nan-grad=RANK:STEP[,…]"               replace that step's gradients with NaN
+ * Several faults join with ';'.
+ */
+export function parseChaos(spec: string | undefined): { kill: Map<number, Set<number>>; nan: Map<number, Set<number>> } {
+  const chaos = { kill: new Map<number, Set<number>>(), nan: new Map<number, Set<number>>() };
+  if (!spec) return chaos;
+  for (const part of spec.split(';')) {
+    const m = /^(kill-worker|nan-grad)=(\d+:\d+(?:,\d+:\d+)*)$/.exec(part.trim());
+    if (!m) throw new TrainpoolError('USAGE', `TRAINPOOL_CHAOS must look like kill-worker=0:3,1:7 or nan-grad=0:5. Received: ${spec}`);
+    const into = m[1] === 'kill-worker' ? chaos.kill : chaos.nan;
+    for (const pair of m[2].split(',')) {
+      const [rank, step] = pair.split(':').map(Number);
+      if (!into.has(rank)) into.set(rank, new Set());
+      into.get(rank)!.add(step);
+    }
+  }
+  return chaos;
+}
+
+/** The options that shape training: a resumed run must use the same ones (cli/resume.ts). */
+export function shapingConfig(config: ResolvedConfig): Record<string, unknown> {
+  return {
+    model: config.model,
+    dataset: config.dataset,
+    batchSize: config.batchSize,
+    workers: config.workers,
+    lr: config.lr,
+    epochs: config.epochs,
+    momentum: config.momentum,
+    seed: config.seed,
+    scaleLr: config.scaleLr,
+    limitTrain: config.limitTrain,
+    limitTest: config.limitTest,
+  };
+}
+
+/** The configuration as it goes into history JSON and logs. */
 export function publicConfig(config: ResolvedConfig): Record<string, unknown> {
   return {
     model: config.model,

@@ -11,7 +11,7 @@ import type { Shard } from '../data/shard.js';
 import { ShardPrefetcher, type ShardMaker } from './prefetch.js';
 import { TrainingPlan, validationChunks } from './plan.js';
 import { learningRate } from './schedule.js';
-import { sgdStep, type SgdState } from './sgd.js';
+import { createSgdState, sgdStep, type SgdState } from './sgd.js';
 import type { ReplicaClient, StepResult, VersionedState } from './workers.js';
 import { TrainpoolError } from '../util/errors.js';
 
@@ -60,14 +60,23 @@ export interface StepInfo {
   shardWaitMs: number;
 }
 
-/** Everything needed to continue training from an epoch boundary. */
+/** Everything needed to continue training from a step boundary (what a checkpoint holds). */
 export interface TrainingState {
   /** Epochs completed. */
   epoch: number;
+  /** Steps completed in the unfinished epoch `epoch` (0 at an epoch boundary). */
+  step: number;
+  /** Sums of the unfinished epoch's step losses and accuracies, so its record comes out whole. */
+  partial: { lossSum: number; accSum: number };
   /** Trainable weights followed by BN statistics. */
   weights: Float32Array;
   sgd: SgdState;
   history: EpochRecord[];
+}
+
+/** The state before the first step: given weights, zero velocity, no history. */
+export function freshState(weights: Float32Array, trainableSize: number): TrainingState {
+  return { epoch: 0, step: 0, partial: { lossSum: 0, accSum: 0 }, weights, sgd: createSgdState(trainableSize), history: [] };
 }
 
 export interface TrainerHooks {
@@ -95,7 +104,7 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const { clients, shards, trainableSize } = deps;
   const G = clients.length;
   const plan = new TrainingPlan({ seed: o.seed, trainCount: o.trainCount, batchSize: o.batchSize, workers: G });
-  const state: TrainingState = { ...start, history: [...start.history] };
+  const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history] };
   const weights = state.weights;
   const trainable = weights.subarray(0, trainableSize);
   const stats = weights.subarray(trainableSize);
@@ -109,9 +118,8 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
       const epochStarted = performance.now();
       // 1. Learning rate for this epoch (poly decay, optionally scaled and warmed up).
       const lr = learningRate(epoch, { lr: o.lr, epochs: o.epochs, workers: G, scaleLr: o.scaleLr, warmupEpochs: o.warmupEpochs });
-      let lossSum = 0;
-      let accSum = 0;
-      for (let step = 0; step < plan.steps; step++) {
+      // A run resumed mid-epoch continues the epoch's sums where they stopped.
+      for (let step = state.step; step < plan.steps; step++) {
         if (hooks.shouldStop?.()) return { state, stopped: 'requested' };
         const stepStarted = performance.now();
         // 2. This step's shards, built ahead by the augmentation pool.
@@ -137,14 +145,15 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
             `loss became ${loss} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`,
           );
         }
-        lossSum += loss;
-        accSum += acc;
+        state.partial.lossSum += loss;
+        state.partial.accSum += acc;
+        state.step = step + 1;
         hooks.onStep?.({
           epoch: epoch + 1,
           step: step + 1,
           steps: plan.steps,
-          loss: lossSum / (step + 1),
-          acc: accSum / (step + 1),
+          loss: state.partial.lossSum / (step + 1),
+          acc: state.partial.accSum / (step + 1),
           images: o.batchSize * G,
           wallMs: performance.now() - stepStarted,
           computeMs: Math.max(...results.map((r) => r.computeMs)),
@@ -157,14 +166,16 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
       // 8. The epoch's record, then the caller's hook (log line, history, checkpoint).
       const record: EpochRecord = {
         epoch: epoch + 1,
-        loss: lossSum / plan.steps,
-        acc: accSum / plan.steps,
+        loss: state.partial.lossSum / plan.steps,
+        acc: state.partial.accSum / plan.steps,
         val_loss: val.loss,
         val_acc: val.acc,
         lr,
         seconds: (performance.now() - epochStarted) / 1000,
       };
       state.epoch = epoch + 1;
+      state.step = 0;
+      state.partial = { lossSum: 0, accSum: 0 };
       state.history.push(record);
       await hooks.onEpoch?.(record, state);
     }

@@ -51,6 +51,11 @@ export interface ProcessWorkerOptions {
   startTimeoutMs?: number;
   /** Milliseconds a request may take before the worker counts as hung; 0 disables. */
   requestTimeoutMs?: number;
+  /**
+   * The same for a process's first request, which pays for shader compilation (webgpu) and lazy kernel
+   * setup; defaults to requestTimeoutMs.
+   */
+  firstRequestTimeoutMs?: number;
   /** Each line the worker writes to stderr, for the coordinator's log. */
   onStderr?: (rank: number, line: string) => void;
   /** Extra environment for the child (tests). */
@@ -218,7 +223,14 @@ export class ProcessWorker implements ReplicaClient {
     return state.data;
   }
 
-  private request(message: ToWorker, timeoutMs = this.o.requestTimeoutMs ?? 0): Promise<FromWorker> {
+  private answered = 0;
+
+  private defaultTimeout(): number {
+    const steady = this.o.requestTimeoutMs ?? 0;
+    return this.answered === 0 ? (this.o.firstRequestTimeoutMs ?? steady) : steady;
+  }
+
+  private request(message: ToWorker, timeoutMs = this.defaultTimeout()): Promise<FromWorker> {
     if (this._state === 'failed' || this._state === 'stopped' || this._state === 'stopping') {
       return Promise.reject(new WorkerError(`${this.describe()} cannot take a request in state ${this._state}`));
     }
@@ -263,6 +275,7 @@ export class ProcessWorker implements ReplicaClient {
     this.pending = null;
     if (p.timer) clearTimeout(p.timer);
     if (this._state === 'busy') this._state = 'ready';
+    if (m.type !== 'ready') this.answered++;
     p.resolve(m);
   }
 

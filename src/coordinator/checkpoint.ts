@@ -1,0 +1,159 @@
+/**
+ * Checkpoints: everything needed to continue a run exactly where it stopped.
+ *
+ *     8 bytes   "TPCKPT01"
+ *     u32 LE    header length
+ *     header    JSON: epoch, step, partial epoch sums, history, config, sizes, layout hash, SHA-256
+ *     pad       to 8
+ *     weights   float32 (trainable weights, then BN moving statistics: the flat layout)
+ *     velocity  float32 (SGD momentum buffer)
+ *     mean      float32 (the per-pixel mean image)
+ *
+ * Random state needs no bytes: every stream is derived from (seed, epoch, step, rank) (util/random.ts),
+ * so the seed in the config and the position (epoch, step) restore the shuffle, augmentation and dropout
+ * draws exactly.
+ *
+ * Written to a temporary file, fsync'd and renamed, so a checkpoint is either whole or absent; the two
+ * newest are kept. A file that fails its checksum or its header (a partial copy, a disk error) is
+ * skipped with a warning when resuming.
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { TrainpoolError } from '../util/errors.js';
+import type { EpochRecord } from './trainer.js';
+
+const MAGIC = 'TPCKPT01';
+const VERSION = 1;
+const KEEP = 2;
+
+export interface CheckpointData {
+  /** Epochs completed. */
+  epoch: number;
+  /** Steps completed in epoch `epoch` (0 at an epoch boundary). */
+  step: number;
+  /** Sums of the step losses and accuracies of the unfinished epoch, so its record comes out whole. */
+  partial: { lossSum: number; accSum: number };
+  history: EpochRecord[];
+  /** The options that shape training (model, data, batch, workers, optimizer, seed, ...). */
+  config: Record<string, unknown>;
+  layoutHash: string;
+  weights: Float32Array;
+  velocity: Float32Array;
+  mean: Float32Array;
+}
+
+interface Header extends Omit<CheckpointData, 'weights' | 'velocity' | 'mean'> {
+  version: number;
+  createdAt: string;
+  sizes: { weights: number; velocity: number; mean: number };
+  sha256: string;
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+function fileName(epoch: number, step: number): string {
+  return `epoch-${String(epoch).padStart(4, '0')}-step-${String(step).padStart(6, '0')}.ckpt`;
+}
+
+function digest(arrays: Float32Array[]): string {
+  const h = createHash('sha256');
+  for (const a of arrays) h.update(bytesOf(a));
+  return h.digest('hex');
+}
+
+/** Writes a checkpoint atomically and removes all but the newest two. Returns its path. */
+export function writeCheckpoint(dir: string, data: CheckpointData): string {
+  const { weights, velocity, mean, ...rest } = data;
+  const header: Header = {
+    ...rest,
+    version: VERSION,
+    createdAt: new Date().toISOString(),
+    sizes: { weights: weights.length, velocity: velocity.length, mean: mean.length },
+    sha256: digest([weights, velocity, mean]),
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  const head = Buffer.alloc(pad8(12 + json.length));
+  head.write(MAGIC, 0, 'latin1');
+  head.writeUInt32LE(json.length, 8);
+  json.copy(head, 12);
+  const file = path.join(dir, fileName(data.epoch, data.step));
+  const tmp = path.join(dir, `.${fileName(data.epoch, data.step)}.${process.pid}.tmp`);
+  const fd = openSync(tmp, 'w');
+  try {
+    for (const part of [head, bytesOf(weights), bytesOf(velocity), bytesOf(mean)]) {
+      let at = 0;
+      while (at < part.length) at += writeSync(fd, part, at, part.length - at);
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  for (const old of listCheckpoints(dir).slice(KEEP)) rmSync(path.join(dir, old), { force: true });
+  return file;
+}
+
+/** Checkpoint file names in `dir`, newest (highest epoch, then step) first. */
+export function listCheckpoints(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((n) => /^epoch-\d{4}-step-\d{6}\.ckpt$/.test(n)).sort().reverse();
+}
+
+/** Reads and verifies one checkpoint; throws CHECKPOINT naming the file and what is wrong with it. */
+export function readCheckpoint(file: string): CheckpointData {
+  const bad = (why: string) => new TrainpoolError('CHECKPOINT', `checkpoint ${file} is unusable: ${why}`);
+  const buf = readFileSync(file);
+  if (buf.length < 12 || buf.toString('latin1', 0, 8) !== MAGIC) throw bad(`it does not start with ${MAGIC}`);
+  const headLength = buf.readUInt32LE(8);
+  if (12 + headLength > buf.length) throw bad(`its header of ${headLength} bytes is cut off at ${buf.length} bytes`);
+  let header: Header;
+  try {
+    header = JSON.parse(buf.toString('utf8', 12, 12 + headLength)) as Header;
+  } catch {
+    throw bad('its header is not valid JSON');
+  }
+  if (header.version !== VERSION) throw bad(`version ${header.version}, this trainpool reads version ${VERSION}`);
+  const { weights: nw, velocity: nv, mean: nm } = header.sizes;
+  const start = pad8(12 + headLength);
+  const expected = start + 4 * (nw + nv + nm);
+  if (buf.length !== expected) throw bad(`${buf.length} bytes where its header promises ${expected} (truncated or padded)`);
+  // Copy out of the file buffer: a Float32Array view needs 4-byte alignment, which Buffer pooling breaks.
+  const take = (at: number, n: number) => new Float32Array(buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + 4 * n));
+  const weights = take(start, nw);
+  const velocity = take(start + 4 * nw, nv);
+  const mean = take(start + 4 * (nw + nv), nm);
+  if (digest([weights, velocity, mean]) !== header.sha256) throw bad('its contents fail the SHA-256 check (corrupted)');
+  const { version: _v, createdAt: _c, sizes: _s, sha256: _h, ...rest } = header;
+  return { ...rest, weights, velocity, mean };
+}
+
+export interface NewestCheckpoint {
+  file: string;
+  data: CheckpointData;
+  /** Newer files that were skipped, each with the reason. */
+  skipped: string[];
+}
+
+/** The newest checkpoint in `dir` that reads back whole, or null if there is none. */
+export function newestValidCheckpoint(dir: string): NewestCheckpoint | null {
+  const skipped: string[] = [];
+  for (const name of listCheckpoints(dir)) {
+    const file = path.join(dir, name);
+    try {
+      return { file, data: readCheckpoint(file), skipped };
+    } catch (e) {
+      skipped.push((e as Error).message);
+    }
+  }
+  if (skipped.length) {
+    throw new TrainpoolError('CHECKPOINT', `--resume: no usable checkpoint in ${dir}; ${skipped.join('; ')}`);
+  }
+  return null;
+}

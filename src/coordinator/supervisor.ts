@@ -1,0 +1,129 @@
+/**
+ * Keeps one rank alive: when its worker process exits, crashes or stops answering, a replacement is
+ * started on the same GPU, handed the current weights and BN statistics with the retried request, and
+ * the failed request is run again. Because every input of a step (weights, shard, dropout seed) is a
+ * function of the coordinator's state and (seed, epoch, step, rank), the retried step returns what the
+ * lost one would have, and the run ends exactly as if nothing had happened.
+ *
+ * A rank that fails `maxConsecutiveFailures` times in a row (a GPU that is gone, a backend that cannot
+ * load) stops the run with the worker, its GPU and the last error, instead of respawning forever.
+ */
+import type { Logger } from 'pino';
+import type { EvaluationSums, Shard } from '../model/gradients.js';
+import { isTrainpoolError } from '../util/errors.js';
+import {
+  ProcessWorker,
+  WorkerError,
+  type ProcessWorkerOptions,
+  type ReplicaClient,
+  type StepRequest,
+  type StepResult,
+  type VersionedState,
+} from './workers.js';
+
+export interface SupervisorOptions {
+  worker: ProcessWorkerOptions;
+  logger?: Logger;
+  maxConsecutiveFailures?: number;
+  /**
+   * Fault injection for tests: SIGKILL this rank's process right after sending its n-th step request
+   * (1-based, counted over the whole run). See TRAINPOOL_CHAOS in run.ts.
+   */
+  killAtSteps?: ReadonlySet<number>;
+  /** Fault injection for tests: replace the gradients of the n-th step with NaN, as a diverging replica would. */
+  poisonAtSteps?: ReadonlySet<number>;
+}
+
+export class SupervisedWorker implements ReplicaClient {
+  readonly rank: number;
+  private current: ProcessWorker | null = null;
+  private failuresInARow = 0;
+  private stepsSent = 0;
+  /** Replacements started so far (for logs and tests). */
+  restarts = 0;
+
+  constructor(private readonly o: SupervisorOptions) {
+    this.rank = o.worker.config.rank;
+  }
+
+  /** Starts the first process (with the same retry rule as a replacement). */
+  async start(): Promise<ProcessWorker> {
+    return this.ensure();
+  }
+
+  get worker(): ProcessWorker | null {
+    return this.current;
+  }
+
+  async computeGradients(request: StepRequest, state: VersionedState): Promise<StepResult> {
+    const n = ++this.stepsSent;
+    let attempt = 0;
+    const result = await this.withRetry('computeGradients', (w) => {
+      const pending = w.computeGradients(request, state);
+      if (attempt++ === 0 && this.o.killAtSteps?.has(n)) {
+        this.o.logger?.warn({ worker: this.rank, step: n, pid: w.pid }, 'chaos: killing the worker mid-step');
+        w.kill('SIGKILL');
+      }
+      return pending;
+    });
+    if (this.o.poisonAtSteps?.has(n)) {
+      this.o.logger?.warn({ worker: this.rank, step: n }, 'chaos: poisoning the gradients with NaN');
+      result.grads.fill(Number.NaN);
+    }
+    return result;
+  }
+
+  evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
+    return this.withRetry('evaluate', (w) => w.evaluate(shard, state));
+  }
+
+  async close(): Promise<void> {
+    await this.current?.close();
+  }
+
+  private async withRetry<T>(what: string, run: (w: ProcessWorker) => Promise<T>): Promise<T> {
+    for (;;) {
+      const w = await this.ensure();
+      try {
+        const result = await run(w);
+        this.failuresInARow = 0;
+        return result;
+      } catch (e) {
+        this.recordFailure(e, what);
+      }
+    }
+  }
+
+  /** A ready process for this rank, starting (and retrying) one if needed. */
+  private async ensure(): Promise<ProcessWorker> {
+    while (!this.current || this.current.state === 'failed' || this.current.state === 'stopped') {
+      if (this.current) {
+        await this.current.close();
+        this.restarts++;
+      }
+      const w = new ProcessWorker(this.o.worker);
+      this.current = w;
+      try {
+        await w.start();
+        this.o.logger?.info({ worker: this.rank, pid: w.pid, restarts: this.restarts }, 'worker ready');
+      } catch (e) {
+        this.recordFailure(e, 'start');
+      }
+    }
+    return this.current;
+  }
+
+  private recordFailure(e: unknown, what: string): void {
+    // Only a worker's failure is retried; anything else (a bug here, bad input) propagates at once.
+    if (!(e instanceof WorkerError) && !isTrainpoolError(e, 'WORKER_FAILED')) throw e;
+    this.failuresInARow++;
+    const limit = this.o.maxConsecutiveFailures ?? 3;
+    this.o.logger?.warn({ worker: this.rank, attempt: this.failuresInARow, during: what, err: (e as Error).message }, 'worker failed');
+    if (this.failuresInARow >= limit) {
+      const gpu = this.o.worker.config.gpu === null ? 'CPU' : `GPU ${this.o.worker.config.gpu}`;
+      throw new WorkerError(
+        `worker ${this.rank} (${gpu}) failed ${this.failuresInARow} times in a row, giving up; last error: ${(e as Error).message}`,
+      );
+    }
+  }
+}
