@@ -71,6 +71,12 @@ describe('Keras momentum SGD', () => {
     expect(w).toEqual(expectedW.dataSync());
   });
 
+  it('reports a NaN or infinite update, and only then', () => {
+    expect(sgdStep(new Float32Array([1, 2]), new Float32Array([0.1, 0.2]), createSgdState(2), 0.1, 0.9)).toBe(true);
+    expect(sgdStep(new Float32Array([1, 2]), new Float32Array([0.1, Number.NaN]), createSgdState(2), 0.1, 0.9)).toBe(false);
+    expect(sgdStep(new Float32Array([1, 2]), new Float32Array([Infinity, 0]), createSgdState(2), 0.1, 0.9)).toBe(false);
+  });
+
   it('updates only the trainable prefix of a state vector', () => {
     const state = new Float32Array([1, 1, 7, 7]); // two weights, then two BN statistics
     sgdStep(state, new Float32Array([1, 1]), createSgdState(2), 0.5, 0.9);

@@ -20,8 +20,13 @@ export function createSgdState(trainableSize: number): SgdState {
   return { velocity: new Float32Array(trainableSize) };
 }
 
-/** Updates `weights` (the trainable prefix of the state) and `state.velocity` in place. */
-export function sgdStep(weights: Float32Array, grads: Float32Array, state: SgdState, lr: number, momentum: number): void {
+/**
+ * Updates `weights` (the trainable prefix of the state) and `state.velocity` in place. Returns false if
+ * any update was NaN or infinite: a diverged step, which the caller stops on (Keras' TerminateOnNaN
+ * looks at the loss only, but a backend whose clipping turns NaN probabilities into 1e-7 reports a
+ * finite loss for NaN weights).
+ */
+export function sgdStep(weights: Float32Array, grads: Float32Array, state: SgdState, lr: number, momentum: number): boolean {
   const v = state.velocity;
   if (grads.length !== v.length || weights.length < v.length) {
     throw new Error(
@@ -31,9 +36,13 @@ export function sgdStep(weights: Float32Array, grads: Float32Array, state: SgdSt
   const m = Math.fround(momentum);
   const rate = Math.fround(lr);
   const fr = Math.fround;
+  // One NaN or infinity anywhere makes the running sum non-finite; cheaper than a test per element.
+  let sum = 0;
   for (let i = 0; i < v.length; i++) {
     const vi = fr(fr(m * v[i]) - fr(rate * grads[i]));
     v[i] = vi;
     weights[i] = fr(weights[i] + vi);
+    sum += vi;
   }
+  return Number.isFinite(sum);
 }

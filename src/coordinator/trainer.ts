@@ -130,21 +130,21 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
             c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
           ),
         );
-        // 4. Average gradients and BN moving statistics across replicas (in rank order: deterministic).
+        // 4. Average gradients across replicas (in rank order: deterministic).
         averageInto(grads, results.map((r) => r.grads));
-        // 5. Keras momentum SGD on the averaged gradient; the averaged statistics become the replicas'.
-        sgdStep(trainable, grads, state.sgd, lr, o.momentum);
-        if (stats.length) averageInto(stats, results.map((r) => r.stats));
-        current.version++;
-        // 6. Metrics: Keras reports the mean over the epoch's batches.
+        // 5. Stop on divergence (Keras' TerminateOnNaN) before a checkpoint could see it.
         const loss = results.reduce((s, r) => s + r.loss, 0) / G;
         const acc = results.reduce((s, r) => s + r.acc, 0) / G;
-        if (!Number.isFinite(loss)) {
-          throw new TrainpoolError(
-            'NON_FINITE_LOSS',
-            `loss became ${loss} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`,
-          );
-        }
+        const diverged = (what: string) =>
+          new TrainpoolError('NON_FINITE_LOSS', `${what} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`);
+        if (!Number.isFinite(loss)) throw diverged(`loss became ${loss}`);
+        // 6. Keras momentum SGD on the averaged gradient. A NaN update stops too: wasm's clip turns NaN
+        //    probabilities into 1e-7, so NaN weights can report a finite loss. The replicas' averaged BN
+        //    statistics become everyone's.
+        if (!sgdStep(trainable, grads, state.sgd, lr, o.momentum)) throw diverged('the weight update became NaN or infinite');
+        if (stats.length) averageInto(stats, results.map((r) => r.stats));
+        current.version++;
+        // 7. Metrics: Keras reports the mean over the epoch's batches.
         state.partial.lossSum += loss;
         state.partial.accSum += acc;
         state.step = step + 1;
@@ -161,9 +161,9 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
           shardWaitMs: taken.waitedMs,
         });
       }
-      // 7. Validation on the whole test set, split across the workers, in inference mode.
+      // 8. Validation on the whole test set, split across the workers, in inference mode.
       const val = await validate(clients, shards, current, o);
-      // 8. The epoch's record, then the caller's hook (log line, history, checkpoint).
+      // 9. The epoch's record, then the caller's hook (log line, history, checkpoint).
       const record: EpochRecord = {
         epoch: epoch + 1,
         loss: state.partial.lossSum / plan.steps,
