@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatEpochLine, formatMetric } from '../src/coordinator/report/epoch-line.js';
 import { exportModel, loadExportedModel } from '../src/coordinator/report/export.js';
 import { historyCsv, historyJson, writeHistory } from '../src/coordinator/report/history.js';
-import { renderPlot } from '../src/coordinator/report/plot.js';
+import { plotSpec, renderPlot } from '../src/coordinator/report/plot.js';
 import type { EpochRecord } from '../src/coordinator/trainer.js';
 import { Replica } from '../src/model/replica.js';
 import { useCpu } from './helpers/cpu.js';
@@ -79,6 +79,13 @@ describe('plot', () => {
     expect(height).toBeLessThan(1300);
     // Not blank: a flat image compresses to almost nothing; lines, grid and text do not.
     expect(png.length).toBeGreaterThan(30_000);
+  });
+
+  it('puts ticks on whole epochs only, about ten of them', () => {
+    const ticks = (n: number) => (plotSpec(Array.from({ length: n }, (_, i) => record(i + 1)), { title: 't' }) as { encoding: { x: { axis: { values: number[] } } } }).encoding.x.axis.values;
+    expect(ticks(3)).toEqual([1, 2, 3]);
+    expect(ticks(70)).toEqual([1, 10, 20, 30, 40, 50, 60, 70]);
+    expect(ticks(12)).toEqual([1, 2, 4, 6, 8, 10, 12]);
   });
 
   it('draws a single epoch without failing', async () => {

@@ -28,6 +28,18 @@ export interface PlotOptions {
   height?: number;
 }
 
+/** Whole-epoch ticks, about ten of them: Vega's own choice puts ticks at half epochs for short runs. */
+function epochTicks(history: readonly EpochRecord[]): number[] {
+  const first = history[0]?.epoch ?? 1;
+  const last = Math.max(2, history.at(-1)?.epoch ?? 1);
+  const span = last - first;
+  const step = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((s) => span / s <= 10) ?? Math.ceil(span / 10);
+  const ticks = [];
+  for (let e = Math.ceil(first / step) * step; e <= last; e += step) if (e >= first) ticks.push(e);
+  if (ticks[0] !== first) ticks.unshift(first);
+  return ticks;
+}
+
 export function plotSpec(history: readonly EpochRecord[], o: PlotOptions): TopLevelSpec {
   const values = history.flatMap((r) =>
     SERIES.filter((s) => Number.isFinite(r[s])).map((s) => ({ epoch: r.epoch, series: s, value: r[s] })),
@@ -46,7 +58,7 @@ export function plotSpec(history: readonly EpochRecord[], o: PlotOptions): TopLe
         type: 'quantitative',
         title: 'Epoch #',
         scale: { domain: [history.length ? history[0].epoch : 1, Math.max(2, history.at(-1)?.epoch ?? 1)], nice: false },
-        axis: { tickMinStep: 1, format: 'd' },
+        axis: { values: epochTicks(history), format: 'd' },
       },
       y: { field: 'value', type: 'quantitative', title: 'Loss/Accuracy', scale: { zero: true } },
       color: {
