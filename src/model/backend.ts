@@ -25,7 +25,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainpoolError } from '../util/errors.js';
-import { registerProjectGradients, registerProjectKernels } from './kernels/index.js';
+import { registerProjectGradients, registerProjectKernels, unregisterProjectKernels } from './kernels/index.js';
 
 export type BackendName = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
@@ -42,7 +42,14 @@ export interface BackendHandle {
 export interface BackendOptions {
   /** Which WebGPU adapter, in Dawn's high-performance order (see the header). Default: Dawn's first. */
   adapterIndex?: number;
+  /**
+   * 'stock' runs tfjs' own kernels and gradients only, for before/after benchmarks (bench/engine.ts
+   * --kernels stock); it must be chosen in a fresh process, as gradients registered earlier stay. Default 'project'.
+   */
+  kernels?: KernelSet;
 }
+
+export type KernelSet = 'project' | 'stock';
 
 /** The installed packages that provide tfjs' 'tensorflow' backend; never a dependency of this project. */
 const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
@@ -62,16 +69,17 @@ export async function setupBackend(name: BackendName, options: BackendOptions = 
   // TensorFlow.js in Node.js" banner and notices about kernels re-registered here. (Per-op NaN checks are
   // the separate DEBUG flag, off by default.)
   tf.env().set('PROD', true);
-  registerProjectGradients();
+  const project = (options.kernels ?? 'project') === 'project';
+  if (project) registerProjectGradients();
   switch (name) {
     case 'tensorflow':
       return setupTensorflow();
     case 'webgpu':
-      return setupWebgpu(options.adapterIndex, false);
+      return setupWebgpu(options.adapterIndex, false, project);
     case 'wasm':
-      return setupWasm();
+      return setupWasm(project);
     case 'cpu':
-      return setupCpu();
+      return setupCpu(project);
     case 'auto':
       return setupAuto(options);
     default: {
@@ -92,11 +100,11 @@ async function setupAuto(options: BackendOptions): Promise<BackendHandle> {
     }
   }
   try {
-    return await setupWebgpu(options.adapterIndex, true);
+    return await setupWebgpu(options.adapterIndex, true, true);
   } catch {
     // No hardware adapter: wasm.
   }
-  return setupWasm();
+  return setupWasm(true);
 }
 
 function tensorflowPackage(): string | undefined {
@@ -138,26 +146,26 @@ async function setupTensorflow(): Promise<BackendHandle> {
   return { name: 'tensorflow', device, close: async () => {} };
 }
 
-async function setupWasm(): Promise<BackendHandle> {
+async function setupWasm(project: boolean): Promise<BackendHandle> {
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   // Under Node the .wasm binaries are read from disk: point at the package's dist folder (a plain path with
   // a trailing separator is what Emscripten's Node loader expects; bundlers would move them).
   const dist = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm')) + '/';
   wasm.setWasmPaths(dist);
   if (!(await tf.setBackend('wasm'))) throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend wasm failed to initialize from ${dist}`);
-  registerProjectKernels('wasm');
+  if (project) registerProjectKernels('wasm');
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) ? ' SIMD' : '';
   const threads = wasm.getThreadsCount();
   return { name: 'wasm', device: `CPU (wasm${simd}, ${threads} thread${threads === 1 ? '' : 's'})`, close: async () => {} };
 }
 
-async function setupCpu(): Promise<BackendHandle> {
+async function setupCpu(project: boolean): Promise<BackendHandle> {
   await import('@tensorflow/tfjs-backend-cpu');
   await tf.setBackend('cpu');
   // Only the filter gradient, measured on 8×32×32×32 3×3 and 8×16×16×64 3×3/2: the stock cpu
   // Conv2DBackpropFilter runs at 0.01 GFLOP/s, the project's at 0.4–0.5 (MiniGoogLeNet 0.03 → 0.38 img/s);
   // the stock Conv2DBackpropInput (1.0–1.2 GFLOP/s) beats the project's on cpu (0.4–0.8).
-  registerProjectKernels('cpu');
+  if (project) registerProjectKernels('cpu');
   return { name: 'cpu', device: 'CPU (JavaScript, 1 thread)', close: async () => {} };
 }
 
@@ -168,7 +176,7 @@ interface DawnModule {
 
 type NavigatorHolder = { navigator?: { gpu?: GPU } };
 
-async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean): Promise<BackendHandle> {
+async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean, project: boolean): Promise<BackendHandle> {
   const dawn = (await import('webgpu')) as unknown as DawnModule;
   // GPUBufferUsage, GPUMapMode, ... must exist as globals before tfjs-backend-webgpu runs.
   Object.assign(globalThis, dawn.globals);
@@ -222,6 +230,9 @@ async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boole
     await close();
     throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend webgpu: tfjs-backend-webgpu failed to start on ${description}`);
   }
+  // Ours go over tfjs' own (kernels/index.ts says which and why); 'stock' puts tfjs' back.
+  if (project) registerProjectKernels('webgpu');
+  else unregisterProjectKernels('webgpu');
   return { name: 'webgpu', device: description, close };
 }
 

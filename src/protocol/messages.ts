@@ -16,7 +16,14 @@ export const PROTOCOL_VERSION = 1;
 export type ComputeSpec =
   | { kind: 'model' }
   /** Known gradients after `delayMs` (src/worker/fake.ts); no model is built, no backend loaded. */
-  | { kind: 'fake'; delayMs: number; trainableSize: number; statsSize: number };
+  | {
+      kind: 'fake';
+      delayMs: number;
+      trainableSize: number;
+      statsSize: number;
+      /** This process never answers its n-th step request (1-based): a hung worker, for tests. */
+      hangAtRequest?: number;
+    };
 
 export interface WorkerConfig {
   rank: number;

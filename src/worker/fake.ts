@@ -15,6 +15,8 @@ export interface FakeComputeOptions {
   delayMs: number;
   trainableSize: number;
   statsSize: number;
+  /** Never answer the n-th computeGradients call (1-based): a hung worker, for supervisor tests. */
+  hangAtRequest?: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -46,7 +48,10 @@ export class FakeCompute implements Compute {
     this.statesSet++;
   }
 
+  private requests = 0;
+
   async computeGradients(shard: Shard): Promise<ShardGradients> {
+    if (++this.requests === this.o.hangAtRequest) await new Promise(() => {});
     await sleep(this.o.delayMs);
     const m = meanOf(shard.x);
     const scale = (m + this.first) * 1e-6;

@@ -19,12 +19,13 @@ import { meanGradConfig } from './mean_grad.js';
 import { splitVConfig } from './split_v.js';
 import { sumGradConfig } from './sum_grad.js';
 
-export type KernelBackendName = 'wasm' | 'cpu';
+export type KernelBackendName = 'wasm' | 'cpu' | 'webgpu';
 
 /** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
   wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV],
   cpu: [tf.Conv2DBackpropFilter],
+  webgpu: [],
 };
 
 const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {

@@ -1,0 +1,60 @@
+/** SupervisedWorker: replacement of a worker that dies or hangs, and the limit on retries. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { SupervisedWorker } from '../src/coordinator/supervisor.js';
+import type { WorkerConfig } from '../src/protocol/messages.js';
+
+const config = (compute: Partial<Extract<WorkerConfig['compute'], { kind: 'fake' }>> = {}): WorkerConfig => ({
+  rank: 1,
+  model: { name: 'tiny', width: 16, height: 16, depth: 3, classes: 4, seed: 1 },
+  backend: 'cpu',
+  gpu: null,
+  compute: { kind: 'fake', delayMs: 0, trainableSize: 10, statsSize: 2, ...compute },
+  layoutHash: 'fake',
+});
+const shard = (v: number) => ({ x: new Float32Array(16 * 16 * 3).fill(v), labels: new Uint8Array([1]), dropoutSeed: 0 });
+const state = { version: 3, data: new Float32Array(12).fill(0.5) };
+
+const open: SupervisedWorker[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((w) => w.close()));
+});
+const supervised = (o: ConstructorParameters<typeof SupervisedWorker>[0]) => {
+  const w = new SupervisedWorker(o);
+  open.push(w);
+  return w;
+};
+
+describe('SupervisedWorker', () => {
+  it('replaces a hung worker after its deadline and re-runs the step with the current weights', async () => {
+    const steady = supervised({ worker: { config: config() } });
+    const hung = supervised({ worker: { config: config({ hangAtRequest: 2 }), requestTimeoutMs: 400, firstRequestTimeoutMs: 400 } });
+    await Promise.all([steady.start(), hung.start()]);
+    for (const v of [1, 2]) {
+      const a = await steady.computeGradients(shard(v), state);
+      const b = await hung.computeGradients(shard(v), state);
+      expect(Array.from(b.grads)).toEqual(Array.from(a.grads));
+    }
+    expect(hung.restarts).toBe(1);
+    expect(steady.restarts).toBe(0);
+    // The replacement got the weights with the retried request: fake gradients depend on state[0].
+    expect(hung.worker!.statesSent).toBe(1);
+  });
+
+  it('replaces a worker killed mid-step', async () => {
+    const w = supervised({ worker: { config: config({ delayMs: 300 }) }, killAtSteps: new Set([2]) });
+    await w.start();
+    await w.computeGradients(shard(1), state);
+    const firstPid = w.worker!.pid;
+    const again = await w.computeGradients(shard(2), state);
+    expect(again.grads[0]).toBeCloseTo((2 + 0.5) * 1e-6, 12);
+    expect(w.restarts).toBe(1);
+    expect(w.worker!.pid).not.toBe(firstPid);
+  });
+
+  it('gives up after three failures in a row, naming the worker and the last error', async () => {
+    const w = supervised({ worker: { config: { ...config(), compute: { kind: 'model' }, backend: 'tensorflow' } } });
+    await expect(w.start()).rejects.toThrow(
+      /^worker 1 \(CPU\) failed 3 times in a row, giving up; last error: worker 1 \(CPU, pid \d+\) failed: .*tfjs-node-gpu.*\[BACKEND_UNAVAILABLE\]$/,
+    );
+  });
+});
