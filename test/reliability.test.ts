@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alive } from './helpers/process.js';
 
 const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-reliability-'));
@@ -32,14 +33,6 @@ function children(pid: number): number[] {
   const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
   return r.stdout.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
 }
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 async function until(what: () => boolean, ms = 60_000) {
   const deadline = Date.now() + ms;
   while (!what()) {

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ProcessWorker } from '../src/coordinator/workers.js';
 import { Channel } from '../src/protocol/channel.js';
 import type { WorkerConfig } from '../src/protocol/messages.js';
+import { waitGone } from './helpers/process.js';
 
 const fake = (o: Partial<WorkerConfig> = {}): WorkerConfig => ({
   rank: 0,
@@ -18,18 +19,6 @@ const fake = (o: Partial<WorkerConfig> = {}): WorkerConfig => ({
   ...o,
 });
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-const waitGone = async (pid: number) => {
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
-  return !alive(pid);
-};
 
 const workers: ProcessWorker[] = [];
 const make = (config: WorkerConfig, o: Partial<ConstructorParameters<typeof ProcessWorker>[0]> = {}) => {

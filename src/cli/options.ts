@@ -7,6 +7,7 @@ import { Command, CommanderError, Option } from 'commander';
 import os from 'node:os';
 import path from 'node:path';
 import { DATASET_NAMES, type DatasetName } from '../data/dataset.js';
+import type { LoadOptions } from '../data/load.js';
 import { BACKEND_NAMES, type BackendName } from '../model/backend.js';
 import { MODEL_NAMES, type ModelName } from '../model/minigooglenet.js';
 import { TrainpoolError } from '../util/errors.js';
@@ -192,6 +193,18 @@ function resolve(raw: Raw, given: (name: string) => boolean, gpusFound: Gpu[]): 
     stepTimeoutMs: positiveNumber('--step-timeout', str('step-timeout')!) * 1000,
     // Shader compilation (webgpu) and lazy kernel setup make the first step much slower than the rest.
     firstStepTimeoutMs: Math.max(600_000, positiveNumber('--step-timeout', str('step-timeout')!) * 1000),
+  };
+}
+
+/** What the data set readers need from the configuration. */
+export function datasetOptions(config: ResolvedConfig): LoadOptions {
+  return {
+    name: config.dataset,
+    dataDir: config.dataDir ?? undefined,
+    limitTrain: config.limitTrain ?? undefined,
+    limitTest: config.limitTest ?? undefined,
+    seed: config.seed,
+    download: config.download,
   };
 }
 

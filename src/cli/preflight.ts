@@ -9,7 +9,7 @@ import path from 'node:path';
 import { stepsPerEpoch } from '../coordinator/plan.js';
 import { renderPlot } from '../coordinator/report/plot.js';
 import { checkDataset, type DatasetCheck } from '../data/load.js';
-import { UsageError, type ResolvedConfig } from './options.js';
+import { datasetOptions, UsageError, type ResolvedConfig } from './options.js';
 
 /** Creates `dir` if needed and proves it writable by writing and removing a file there. */
 export function assertWritableDir(option: string, dir: string): void {
@@ -30,14 +30,7 @@ export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
     assertWritableDir('--checkpoint-dir', config.outputs.checkpointDir);
   }
   if (config.logFile) assertWritableDir('--log-file', path.dirname(config.logFile));
-  const data = await checkDataset({
-    name: config.dataset,
-    dataDir: config.dataDir ?? undefined,
-    limitTrain: config.limitTrain ?? undefined,
-    limitTest: config.limitTest ?? undefined,
-    seed: config.seed,
-    download: config.download,
-  });
+  const data = await checkDataset(datasetOptions(config));
   // The plot is drawn at the very end; the native renderer and its font load now, not after 70 epochs.
   await renderPlot([{ epoch: 1, loss: 1, acc: 0.5, val_loss: 1, val_acc: 0.5, lr: config.lr, seconds: 0 }], { title: 'preflight', width: 80, height: 60 });
   const globalBatch = config.batchSize * config.workers;

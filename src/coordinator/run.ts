@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { ResolvedConfig } from '../cli/options.js';
+import { datasetOptions, type ResolvedConfig } from '../cli/options.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
 import { loadDataset } from '../data/load.js';
@@ -44,14 +44,7 @@ export interface RunResult {
 export async function runTraining(config: ResolvedConfig, io: RunIO, resume: CheckpointData | null = null): Promise<RunResult> {
   const outputs = config.outputs!;
   const started = performance.now();
-  const data = await loadDataset({
-    name: config.dataset,
-    dataDir: config.dataDir ?? undefined,
-    limitTrain: config.limitTrain ?? undefined,
-    limitTest: config.limitTest ?? undefined,
-    seed: config.seed,
-    download: config.download,
-  });
+  const data = await loadDataset(datasetOptions(config));
   // The mean is part of what a resumed run must reproduce; the checkpoint's copy is the one trained with.
   const mean = resume?.mean ?? meanImage(data.train, data.height, data.width, data.depth);
   const spec: ModelSpec = { name: config.model, width: data.width, height: data.height, depth: data.depth, classes: data.classes, seed: config.seed };
