@@ -3,17 +3,27 @@
  * plus gradients, as a worker computes them.
  *
  *   npm run bench:engine -- --backend wasm --batch 64 --steps 5 [--model minigooglenet] [--out file.json]
+ *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels stock   # tfjs' own kernels only
  *
- * Prints one table row and, with --out, writes {backend, device, model, batch, steps, msPerStep,
+ * Prints one table row and, with --out, writes {backend, device, model, batch, steps, kernels, msPerStep,
  * imgPerSec, kernelsPerStep, dispatchesPerStep, uploadBytesPerStep}. The first step (kernel compilation,
  * lazy allocation) is a warm-up and not counted. kernelsPerStep counts tfjs kernel invocations (from
- * tf.profile); dispatchesPerStep and uploadBytesPerStep are measured on webgpu only (null elsewhere).
+ * tf.profile, one step of its own).
+ *
+ * On webgpu, one more step of its own is counted at the WebGPU API (src/model/kernels/webgpu/counters.ts):
+ * dispatchesPerStep, every compute dispatch; uploadBytesPerStep, every byte written from the CPU to the GPU
+ * (queue.writeBuffer, which carries each program's uniforms, plus write-mapped buffers, which carry tensor
+ * values), less the input batch: the step's images (batch·32·32·3 float32) and labels (batch int32) are
+ * each one upload of exactly that size, and those two are taken out (the step fails if either is missing,
+ * as the exclusion would then be wrong). Elsewhere both are null. Both counts are exact on any adapter,
+ * the software one included; milliseconds are only worth reporting from a real GPU.
  */
 import { writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { setupBackend, type BackendName } from '../src/model/backend.js';
+import { setupBackend, type BackendName, type KernelSet } from '../src/model/backend.js';
+import { countGpuWork, type Upload } from '../src/model/kernels/webgpu/counters.js';
 import type { ModelName } from '../src/model/minigooglenet.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
@@ -24,6 +34,7 @@ export interface EngineResult {
   model: ModelName;
   batch: number;
   steps: number;
+  kernels: KernelSet;
   msPerStep: number;
   imgPerSec: number;
   kernelsPerStep: number;
@@ -31,14 +42,29 @@ export interface EngineResult {
   uploadBytesPerStep: number | null;
 }
 
-export async function benchEngine(o: { backend: BackendName; batch: number; steps: number; model: ModelName }): Promise<EngineResult> {
-  const handle = await setupBackend(o.backend);
+export interface EngineOptions {
+  backend: BackendName;
+  batch: number;
+  steps: number;
+  model: ModelName;
+  kernels: KernelSet;
+}
+
+export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
+  const handle = await setupBackend(o.backend, { kernels: o.kernels });
   const replica = new Replica({ name: o.model, width: 32, height: 32, depth: 3, classes: 10, seed: 1 });
   try {
     const rng = new Rng(7);
     const x = Float32Array.from({ length: o.batch * 32 * 32 * 3 }, () => rng.uniform(-120, 120));
     const labels = Uint8Array.from({ length: o.batch }, (_, i) => i % 10);
     await replica.computeGradients({ x, labels }, 0); // warm-up: compilation, allocation
+    let dispatchesPerStep: number | null = null;
+    let uploadBytesPerStep: number | null = null;
+    if (handle.name === 'webgpu') {
+      const { counts } = await countGpuWork(() => replica.computeGradients({ x, labels }, 1));
+      dispatchesPerStep = counts.dispatches;
+      uploadBytesPerStep = bytesLessInput(counts.uploads, [x.length * 4, labels.length * 4]);
+    }
     const profile = await tf.profile(async () => {
       await replica.computeGradients({ x, labels }, 1);
       return [];
@@ -52,16 +78,33 @@ export async function benchEngine(o: { backend: BackendName; batch: number; step
       model: o.model,
       batch: o.batch,
       steps: o.steps,
+      kernels: o.kernels,
       msPerStep,
       imgPerSec: (o.batch * 1000) / msPerStep,
       kernelsPerStep: profile.kernels.length,
-      dispatchesPerStep: null,
-      uploadBytesPerStep: null,
+      dispatchesPerStep,
+      uploadBytesPerStep,
     };
   } finally {
     replica.dispose();
     await handle.close();
   }
+}
+
+/** Total bytes uploaded, less one write-mapped upload of each of `inputSizes` bytes (the input batch). */
+export function bytesLessInput(uploads: readonly Upload[], inputSizes: readonly number[]): number {
+  const rest = uploads.slice();
+  for (const size of inputSizes) {
+    const i = rest.findIndex((u) => u.via === 'mapped' && u.bytes === size);
+    if (i < 0) {
+      throw new Error(
+        `the step uploaded no buffer of ${size} bytes, the size of one of its inputs, so the input batch cannot be told apart: ` +
+          `this is a bug (uploads: ${uploads.length}, largest ${Math.max(0, ...uploads.map((u) => u.bytes))} bytes)`,
+      );
+    }
+    rest.splice(i, 1);
+  }
+  return rest.reduce((n, u) => n + u.bytes, 0);
 }
 
 async function cli(): Promise<void> {
@@ -71,11 +114,16 @@ async function cli(): Promise<void> {
       batch: { type: 'string', default: '64' },
       steps: { type: 'string', default: '5' },
       model: { type: 'string', default: 'minigooglenet' },
+      kernels: { type: 'string', default: 'project' },
       out: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
+  if (values.kernels !== 'project' && values.kernels !== 'stock') {
+    throw new Error(`--kernels must be project or stock. Received: ${JSON.stringify(values.kernels)}`);
+  }
   const r = await benchEngine({
+    kernels: values.kernels,
     backend: values.backend as BackendName,
     batch: Number(values.batch),
     steps: Number(values.steps),
@@ -87,8 +135,8 @@ async function cli(): Promise<void> {
   } else {
     console.table([
       {
-        backend: r.backend, device: r.device, model: r.model, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
-        'img/s': r.imgPerSec.toFixed(1), kernels: r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-',
+        backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
+        'img/s': r.imgPerSec.toFixed(1), 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-',
       },
     ]);
   }

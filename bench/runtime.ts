@@ -6,8 +6,7 @@
  * Run through `npm run bench` (bench/run.ts), which also measures augmentation and training.
  */
 import { ProcessWorker } from '../src/coordinator/workers.js';
-import { createSgdState } from '../src/coordinator/sgd.js';
-import { train, type StepInfo } from '../src/coordinator/trainer.js';
+import { freshState, train, type StepInfo } from '../src/coordinator/trainer.js';
 import { AugmentPool } from '../src/data/augment-pool.js';
 
 /** MiniGoogLeNet's trainable weights and BN statistics (32×32×3, 10 classes). */
@@ -94,7 +93,7 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
             epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1,
             trainCount: Math.min(labels.length, steps * batch * g), testCount: 0, testOffset: 0, evalChunk: 500, prefetch: 2,
           },
-          { epoch: 0, weights: new Float32Array(total), sgd: createSgdState(MINIGOOGLENET_SIZES.trainableSize), history: [] },
+          freshState(new Float32Array(total), MINIGOOGLENET_SIZES.trainableSize),
           { onStep: (s) => infos.push(s) },
         );
       } finally {

@@ -10,22 +10,35 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc } from '@tensorflow/tfjs-core';
 // tfjs-core registers none of its gradients by itself under Node; tfjs-layers' Node bundle registers them
 // all when first evaluated (it bundles tfjs-core's register_all_gradients). Importing it here makes that
-// happen before registerProjectGradients replaces three of them, never after, which would undo ours.
+// happen before registerProjectGradients replaces four of them, never after, which would undo ours.
 import '@tensorflow/tfjs-layers';
+import { installFusedBatchNormalization } from './batch_norm_layer.js';
+import { batchNormTrainingGradConfig } from './batch_norm_training.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { fusedBatchNormGradConfig } from './fused_batch_norm_grad.js';
 import { meanGradConfig } from './mean_grad.js';
+import { reluGradConfig } from './relu_grad.js';
 import { splitVConfig } from './split_v.js';
 import { sumGradConfig } from './sum_grad.js';
+import { WEBGPU_BATCH_NORM_KERNELS } from './webgpu/batch_norm.js';
+import { columnSumConfig } from './webgpu/column_sum.js';
+import { conv2dBackpropFilterWebgpuConfig, conv2dBackpropInputWebgpuConfig } from './webgpu/conv2d_backprop.js';
+import { WEBGPU_ELEMENTWISE_KERNELS } from './webgpu/elementwise.js';
 
 export type KernelBackendName = 'wasm' | 'cpu' | 'webgpu';
 
-/** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements). */
+/** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
   wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV],
   cpu: [tf.Conv2DBackpropFilter],
-  webgpu: [],
+  webgpu: [
+    ...Object.keys(WEBGPU_BATCH_NORM_KERNELS),
+    ...Object.keys(WEBGPU_ELEMENTWISE_KERNELS),
+    tf.Conv2DBackpropFilter,
+    tf.Conv2DBackpropInput,
+    tf.Sum,
+  ],
 };
 
 const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {
@@ -37,6 +50,14 @@ const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefin
   },
 };
 
+/** webgpu kernels are WGSL programs of their own (kernels/webgpu/), not compositions of tfjs kernels. */
+const WEBGPU_BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {
+  ...Object.fromEntries(Object.entries({ ...WEBGPU_BATCH_NORM_KERNELS, ...WEBGPU_ELEMENTWISE_KERNELS }).map(([name, config]) => [name, () => config])),
+  [tf.Conv2DBackpropFilter]: (_, stock) => conv2dBackpropFilterWebgpuConfig(stock),
+  [tf.Conv2DBackpropInput]: (_, stock) => conv2dBackpropInputWebgpuConfig(stock),
+  [tf.Sum]: (_, stock) => columnSumConfig(stock),
+};
+
 /** The kernelFuncs that were registered before ours, by `${backend}/${kernel}`; undefined if none was. */
 const stockKernels = new Map<string, KernelFunc | undefined>();
 
@@ -45,8 +66,9 @@ export function registerProjectKernels(backendName: KernelBackendName, kernelNam
   for (const kernelName of kernelNames) {
     const key = `${backendName}/${kernelName}`;
     if (stockKernels.has(key)) continue;
-    const build = BUILDERS[kernelName];
-    if (build === undefined) throw new Error(`project kernels are ${Object.keys(BUILDERS).join(', ')}. Received: ${kernelName}`);
+    const builders = backendName === 'webgpu' ? WEBGPU_BUILDERS : BUILDERS;
+    const build = builders[kernelName];
+    if (build === undefined) throw new Error(`project kernels for ${backendName} are ${Object.keys(builders).join(', ')}. Received: ${kernelName}`);
     const stock = tf.getKernel(kernelName, backendName)?.kernelFunc;
     stockKernels.set(key, stock);
     if (stock !== undefined) tf.unregisterKernel(kernelName, backendName);
@@ -65,10 +87,17 @@ export function unregisterProjectKernels(backendName: KernelBackendName): void {
   }
 }
 
-/** Replaces the Sum, Mean and FusedBatchNorm gradients (see their files); idempotent, backend-independent. */
+/**
+ * Replaces the Sum, Mean, FusedBatchNorm and Relu gradients (see their files), adds the gradient of the project's
+ * BatchNormalization op and routes tfjs-layers' BatchNormalization through it where a backend has its
+ * kernels (batch_norm_layer.ts); idempotent, backend-independent.
+ */
 export function registerProjectGradients(): void {
   tf.registerGradient(sumGradConfig);
   tf.registerGradient(meanGradConfig);
   tf.registerGradient(fusedBatchNormGradConfig);
+  tf.registerGradient(batchNormTrainingGradConfig);
+  tf.registerGradient(reluGradConfig);
+  installFusedBatchNormalization();
 }
 

@@ -1,8 +1,6 @@
 /**
  * WGSL for BatchNormalization in training, channels last: x is read as a [rows, channels] matrix,
- * rows = N·H·W. Per-channel reductions are split over row chunks so that a large activation keeps the
- * whole GPU busy: a workgroup of 32 channels × 8 row lanes reads whole 128-byte rows of 32 channels
- * (coalesced), and there are about 256 such workgroups, then a small program combines the chunks.
+ * rows = N·H·W, and reduced per channel in row chunks (chunked_reduce.ts).
  *
  * Statistics (tfjs-core's moments, which BatchNormalization uses: mean, then the mean of squared
  * deviations from it, biased) are computed two-pass within each chunk, and chunks are merged with Chan,
@@ -10,77 +8,11 @@
  * variances"): n = na + nb, δ = μb − μa, μ = μa + δ·nb/n, M2 = M2a + M2b + δ²·na·nb/n. So the variance never
  * comes from E[x²] − E[x]², which loses every digit when the mean is large against the spread.
  */
-import { flatDispatch, program, type ProgramSpec, type Uniforms } from './program.js';
+import { CHUNK_HEAD, chunked, CT, LANE_SUM, LANES, PLAN_UNIFORMS, type ChunkPlan } from './chunked_reduce.js';
+import { flatDispatch, program } from './program.js';
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
 
-/** Channels per workgroup (x) and row lanes (y). */
-const CT = 32;
-const LANES = 8;
 const ELEMENTWISE_GROUP = 256;
-/** About this many workgroups in a chunked reduction (a few per multiprocessor on a large GPU). */
-const TARGET_WORKGROUPS = 256;
-const MAX_CHUNKS = 64;
-const MIN_CHUNK_ROWS = 32;
-
-/** How a [rows, channels] reduction is split: `chunks` chunks of `chunkRows` rows (the last may be shorter). */
-export interface ChunkPlan {
-  rows: number;
-  channels: number;
-  chunkRows: number;
-  chunks: number;
-}
-
-export function planChunks(rows: number, channels: number): ChunkPlan {
-  const channelBlocks = Math.ceil(channels / CT);
-  const wanted = Math.min(MAX_CHUNKS, Math.max(1, Math.ceil(TARGET_WORKGROUPS / channelBlocks)));
-  const chunkRows = Math.max(MIN_CHUNK_ROWS, Math.ceil(rows / wanted));
-  return { rows, channels, chunkRows, chunks: Math.ceil(rows / chunkRows) };
-}
-
-const PLAN_UNIFORMS = 'rows : i32, channels : i32, chunkRows : i32, chunks : i32,';
-/** One entry per scalar field: tfjs aligns each entry by its length (backend_webgpu.ts makeUniforms). */
-export const planUniforms = (p: ChunkPlan): Uniforms => [p.rows, p.channels, p.chunkRows, p.chunks].map((v) => ({ type: 'int32', data: [v] }));
-
-/** Sums `acc` (LANES × CT, lane-major) over lanes into acc[0..CT); needs workgroup-uniform control flow. */
-const LANE_SUM = `
-fn laneSum(tx : u32, lane : u32) {
-  for (var stride = ${LANES / 2}u; stride > 0u; stride = stride / 2u) {
-    workgroupBarrier();
-    if (lane < stride) { acc[lane * ${CT}u + tx] = acc[lane * ${CT}u + tx] + acc[(lane + stride) * ${CT}u + tx]; }
-  }
-  workgroupBarrier();
-}`;
-
-const CHUNK_HEAD = `
-var<workgroup> acc : array<f32, ${CT * LANES}>;
-${LANE_SUM}
-fn chunkBounds() -> vec2<i32> {
-  let start = i32(workgroupId.y) * uniforms.chunkRows;
-  return vec2<i32>(start, min(start + uniforms.chunkRows, uniforms.rows));
-}`;
-
-function chunked(key: string, inputs: string[], plan: ChunkPlan, body: string, uniforms = ''): WebGPUProgram {
-  const spec: ProgramSpec = {
-    key,
-    inputs,
-    outputShape: [plan.chunks, 2, plan.channels],
-    workgroupSize: [CT, LANES, 1],
-    dispatch: [Math.ceil(plan.channels / CT), plan.chunks, 1],
-    uniforms: PLAN_UNIFORMS + uniforms,
-    code: `${CHUNK_HEAD}
-fn main(index : i32) {
-  let tx = localId.x;
-  let lane = localId.y;
-  let c = i32(workgroupId.x) * ${CT} + i32(tx);
-  let bounds = chunkBounds();
-  let valid = c < uniforms.channels;
-  let C = uniforms.channels;
-  let dst = i32(workgroupId.y) * 2 * C + c;
-  ${body}
-}`,
-  };
-  return program(spec);
-}
 
 /** Per chunk: its mean and the sum of squared deviations from it (M2), as partials [chunks, 2, C]. */
 export function chunkMomentsProgram(plan: ChunkPlan): WebGPUProgram {
@@ -171,7 +103,7 @@ fn main(index : i32) {
 export function normalizeProgram(shape: number[], channels: number): WebGPUProgram {
   const size = shape.reduce((a, b) => a * b, 1);
   return program({
-    key: 'bn_normalize',
+    key: `bn_normalize_${channels}`, // C as a literal: index % C is then a multiply and shift
     inputs: ['x', 'stats', 'scale', 'offset'],
     outputShape: shape,
     workgroupSize: [ELEMENTWISE_GROUP, 1, 1],
@@ -180,7 +112,7 @@ export function normalizeProgram(shape: number[], channels: number): WebGPUProgr
     code: `
 fn main(index : i32) {
   if (index >= uniforms.total) { return; }
-  let C = uniforms.channels;
+  let C = ${channels};
   let c = index % C;
   let inv = scale[c] * inverseSqrt(stats[C + c] + uniforms.epsilon);
   result[index] = (x[index] - stats[c]) * inv + offset[c];
@@ -234,46 +166,13 @@ export function chunkGradSumsProgram(plan: ChunkPlan): WebGPUProgram {
 }
 
 /**
- * Σ over chunks of partials[·, row, c], times 1/√(var + ε) when `normalized` is 1: dβ (row 0, Σ dy) or
- * dγ (row 1, Σ dy·x̂ = Σ dy·(x − mean) / √(var + ε)).
- */
-export function sumChunksProgram(plan: ChunkPlan): WebGPUProgram {
-  return program({
-    key: 'bn_sum_chunks',
-    inputs: ['partials', 'stats'],
-    outputShape: [plan.channels],
-    workgroupSize: [CT, LANES, 1],
-    dispatch: [Math.ceil(plan.channels / CT), 1, 1],
-    uniforms: `${PLAN_UNIFORMS} row : i32, normalized : i32, epsilon : f32,`,
-    code: `
-var<workgroup> acc : array<f32, ${CT * LANES}>;
-${LANE_SUM}
-fn main(index : i32) {
-  let tx = localId.x;
-  let lane = localId.y;
-  let c = i32(workgroupId.x) * ${CT} + i32(tx);
-  let C = uniforms.channels;
-  var s = 0.0;
-  if (c < C) { for (var k = i32(lane); k < uniforms.chunks; k = k + ${LANES}) { s = s + partials[(k * 2 + uniforms.row) * C + c]; } }
-  acc[lane * ${CT}u + tx] = s;
-  laneSum(tx, lane);
-  if (lane == 0u && c < C) {
-    var v = acc[tx];
-    if (uniforms.normalized == 1) { v = v * inverseSqrt(stats[C + c] + uniforms.epsilon); }
-    result[c] = v;
-  }
-}`,
-  });
-}
-
-/**
  * The input gradient through the batch statistics, with M = rows and x̂ = (x − mean)/√(var + ε):
  *   dx = γ/√(var + ε) · (dy − dβ/M − x̂·dγ/M).
  */
 export function inputGradProgram(shape: number[], channels: number): WebGPUProgram {
   const size = shape.reduce((a, b) => a * b, 1);
   return program({
-    key: 'bn_input_grad',
+    key: `bn_input_grad_${channels}`, // C as a literal, as in normalizeProgram
     inputs: ['dy', 'x', 'stats', 'scale', 'dscale', 'doffset'],
     outputShape: shape,
     workgroupSize: [ELEMENTWISE_GROUP, 1, 1],
@@ -282,7 +181,7 @@ export function inputGradProgram(shape: number[], channels: number): WebGPUProgr
     code: `
 fn main(index : i32) {
   if (index >= uniforms.total) { return; }
-  let C = uniforms.channels;
+  let C = ${channels};
   let c = index % C;
   let inv = inverseSqrt(stats[C + c] + uniforms.epsilon);
   let m = f32(uniforms.rows);
