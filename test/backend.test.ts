@@ -4,7 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { adapterNameFor, describeBackends, parseAdapterListing, setupBackend, type BackendName } from '../src/model/backend.js';
+import { describeBackends, setupBackend, type BackendName } from '../src/model/backend.js';
+import { adapterNameFor, parseAdapterListing } from '../src/model/webgpu-adapters.js';
 import { unregisterProjectKernels, registerProjectKernels } from '../src/model/kernels/index.js';
 import { buildModel } from '../src/model/minigooglenet.js';
 import { isTrainpoolError } from '../src/util/errors.js';
