@@ -10,8 +10,8 @@ import {
   resolveCifar10Dir,
 } from '../src/data/cifar10.js';
 import { checkDataset, loadDataset } from '../src/data/load.js';
-import { TrainpoolError } from '../src/util/errors.js';
 import { cifarFileBytes, fixtureLabel, fixturePixel, writeCifarFiles } from './helpers/cifar-files.js';
+import { rejection } from './helpers/errors.js';
 
 let root: string;
 beforeEach(() => {
@@ -26,15 +26,6 @@ function at(images: Uint8Array, i: number, y: number, x: number, c: number): num
   return images[i * 3072 + (y * 32 + x) * 3 + c];
 }
 
-async function rejection(p: Promise<unknown> | (() => unknown)): Promise<TrainpoolError> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrainpoolError);
-    return e as TrainpoolError;
-  }
-  throw new Error('expected a TrainpoolError, nothing was thrown');
-}
 
 describe('resolveCifar10Dir', () => {
   it('accepts the folder that holds the .bin files', () => {

@@ -10,8 +10,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { readCifar10 } from '../src/data/cifar10.js';
 import { downloadCifar10, stderrProgress, type DownloadCifar10Options, type DownloadProgress } from '../src/data/download.js';
 import { extractTarGz } from '../src/data/tar.js';
-import { TrainpoolError } from '../src/util/errors.js';
 import { cifarArchive, cifarFileBytes, paxPath, tarGz, tarMember } from './helpers/cifar-files.js';
+import { rejection } from './helpers/errors.js';
 
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
 const ARCHIVE = cifarArchive(2);
@@ -70,15 +70,6 @@ function download(path: string, extra: Partial<DownloadCifar10Options> = {}) {
   return downloadCifar10({ dataDir, url: `${base}${path}`, expectedBytes: ARCHIVE.length, md5: ARCHIVE_MD5, onProgress: () => {}, ...extra });
 }
 
-async function rejection(p: Promise<unknown>): Promise<TrainpoolError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrainpoolError);
-    return e as TrainpoolError;
-  }
-  throw new Error('expected a TrainpoolError, nothing was thrown');
-}
 
 describe('downloadCifar10', () => {
   it('downloads, verifies, extracts, and reports progress up to the last byte', async () => {

@@ -10,7 +10,7 @@ import {
   readFashionMnist,
 } from '../src/data/fashion-mnist.js';
 import { checkDataset, loadDataset } from '../src/data/load.js';
-import { TrainpoolError } from '../src/util/errors.js';
+import { rejection } from './helpers/errors.js';
 
 let root: string;
 beforeEach(() => {
@@ -63,15 +63,6 @@ function writeSet(overrides: Record<string, Buffer> = {}): void {
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(root, name), gzipSync(bytes));
 }
 
-async function rejection(p: Promise<unknown>): Promise<TrainpoolError> {
-  try {
-    await p;
-  } catch (e) {
-    expect(e).toBeInstanceOf(TrainpoolError);
-    return e as TrainpoolError;
-  }
-  throw new Error('expected a TrainpoolError, nothing was thrown');
-}
 
 describe('readFashionMnist on small IDX files', () => {
   it('pads 28×28 to 32×32 with 2 zero pixels each side and keeps the labels', async () => {
