@@ -3,6 +3,8 @@
     python3 bench/pytorch_minigooglenet.py                       # batch 64 and 256, both modes, a table
     python3 bench/pytorch_minigooglenet.py --batch 64 --json     # one JSON line per (batch, mode)
     python3 bench/pytorch_minigooglenet.py --allow-tf32          # TensorFloat-32 convolutions (not fp32)
+    OMP_NUM_THREADS=1 python3 bench/pytorch_minigooglenet.py --device cpu --batch 8 --steps 2 --warmup 1
+                                                                 # a smoke test without a GPU; its timings mean nothing
 
 The model is src/model/minigooglenet.ts's: conv modules Conv2d(bias) -> BatchNorm2d -> ReLU, with Keras'
 BatchNormalization defaults (epsilon 1e-3, momentum 0.99, which is momentum 0.01 in PyTorch's convention,
@@ -22,9 +24,13 @@ cross-entropy on softmax probabilities; the same function of the weights up to K
 Timing: cudnn.benchmark on, `--warmup` untimed steps (autotuning, allocator warm-up), then `--steps`
 steps between two torch.cuda.synchronize() calls. TF32 is off unless --allow-tf32: PyTorch enables it
 for cuDNN convolutions by default, which would not be fp32.
+
+--device cpu runs the same steps on the CPU, for checking the script where there is no GPU: no pinned
+memory, no synchronization, no cuDNN or TF32 settings; `device` in the JSON is the CPU's name.
 """
 import argparse
 import json
+import platform
 import sys
 import time
 
@@ -114,15 +120,33 @@ def keras_param_count(model):
     return sum(p.numel() for p in model.parameters()) + buffers
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def measure(model, mode, batch, steps, warmup, device):
+    cuda = device.type == "cuda"
+    pinned = (lambda t: t.pin_memory()) if cuda else (lambda t: t)
+
+    def synchronize():
+        if cuda:
+            torch.cuda.synchronize(device)
+
     gen = torch.Generator().manual_seed(7)
-    host_x = (torch.rand(batch, 3, 32, 32, generator=gen) * 240 - 120).pin_memory()
-    host_y = torch.randint(0, 10, (batch,), generator=gen).pin_memory()
+    host_x = pinned(torch.rand(batch, 3, 32, 32, generator=gen) * 240 - 120)
+    host_y = pinned(torch.randint(0, 10, (batch,), generator=gen))
     x, y = host_x.to(device), host_y.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=5e-3, momentum=0.9)
     params = [p for p in model.parameters()]
     total = sum(p.numel() for p in params)
-    host_grads = torch.empty(total, dtype=torch.float32).pin_memory()
+    host_grads = pinned(torch.empty(total, dtype=torch.float32))
     model.train()
 
     def step():
@@ -137,25 +161,27 @@ def measure(model, mode, batch, steps, warmup, device):
                 p.grad = None
             F.cross_entropy(model(xb), yb).backward()
             host_grads.copy_(torch.cat([p.grad.reshape(-1) for p in params]), non_blocking=True)
-            torch.cuda.current_stream(device).synchronize()  # a worker waits for its gradients, as bench:engine does
+            if cuda:
+                torch.cuda.current_stream(device).synchronize()  # a worker waits for its gradients, as bench:engine does
 
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize(device)
+    synchronize()
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize(device)
+    synchronize()
     ms = (time.perf_counter() - started) * 1000 / steps
     return {
         "backend": "pytorch",
-        "device": torch.cuda.get_device_name(device),
+        "device": torch.cuda.get_device_name(device) if cuda else cpu_name(),
         "model": "minigooglenet",
         "batch": batch,
         "steps": steps,
-        "kernels": f"pytorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}",
+        "kernels": f"pytorch {torch.__version__}, "
+        + (f"cuDNN {torch.backends.cudnn.version()}" if cuda else f"cpu, {torch.get_num_threads()} threads"),
         "mode": mode,
-        "tf32": torch.backends.cudnn.allow_tf32,
+        "tf32": torch.backends.cudnn.allow_tf32 if cuda else False,
         "msPerStep": ms,
         "imgPerSec": batch * 1000 / ms,
         "dispatchesPerStep": None,
@@ -170,21 +196,30 @@ def main():
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--allow-tf32", action="store_true")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cuda (default; what the benchmark is for) or cpu (smoke tests of the script only)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 1:
         sys.exit(f"--steps and --warmup must be at least 1. Received: steps={args.steps}, warmup={args.warmup}")
-    if not torch.cuda.is_available():
-        sys.exit("pytorch_minigooglenet.py measures a CUDA GPU and found none (torch.cuda.is_available() is False)")
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cudnn.allow_tf32 = args.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
-    device = torch.device("cuda")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("pytorch_minigooglenet.py measures a CUDA GPU and found none (torch.cuda.is_available() is False); "
+                     "--device cpu runs it on the CPU, as a smoke test")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = args.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
+    elif args.allow_tf32:
+        sys.exit("--allow-tf32 is for --device cuda: the CPU has no TensorFloat-32")
+    device = torch.device(args.device)
     torch.manual_seed(1)
     model = MiniGoogLeNet().to(device)
     count = keras_param_count(model)
     if count != EXPECTED_PARAMS:
         sys.exit(f"MiniGoogLeNet must have {EXPECTED_PARAMS:,} parameters as Keras counts them. Received: {count:,}: this is a bug")
+    trainable = sum(p.numel() for p in model.parameters())
+    print(f"MiniGoogLeNet: {count:,} parameters as Keras counts them ({trainable:,} trainable, "
+          f"{count - trainable:,} BatchNorm running statistics), as expected", file=sys.stderr, flush=True)
     modes = ["train", "worker"] if args.mode == "both" else [args.mode]
     results = [measure(model, m, b, args.steps, args.warmup, device) for b in (args.batch or [64, 256]) for m in modes]
     for r in results:
