@@ -17,6 +17,9 @@ import { batchNormTrainingGradConfig } from './batch_norm_training.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { fusedBatchNormGradConfig } from './fused_batch_norm_grad.js';
+import { hostBatchNormKernels } from './host/batch_norm.js';
+import { hostElementwiseKernels } from './host/elementwise.js';
+import { hostMaxPoolGradKernel } from './host/max_pool_grad.js';
 import { meanGradConfig } from './mean_grad.js';
 import { reluGradConfig } from './relu_grad.js';
 import { splitVConfig } from './split_v.js';
@@ -28,13 +31,15 @@ import { WEBGPU_ELEMENTWISE_KERNELS } from './webgpu/elementwise.js';
 
 export type KernelBackendName = 'wasm' | 'cpu' | 'webgpu';
 
-/** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's). */
+/** The project's BatchNormalization ops and the ReLU gradient: a kernel of their own on every backend. */
+const FUSED_OPS = [...Object.keys(WEBGPU_BATCH_NORM_KERNELS), ...Object.keys(WEBGPU_ELEMENTWISE_KERNELS)];
+
+/** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's and wasm's). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
-  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV],
-  cpu: [tf.Conv2DBackpropFilter],
+  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad],
+  cpu: [tf.Conv2DBackpropFilter, ...FUSED_OPS, tf.Sum],
   webgpu: [
-    ...Object.keys(WEBGPU_BATCH_NORM_KERNELS),
-    ...Object.keys(WEBGPU_ELEMENTWISE_KERNELS),
+    ...FUSED_OPS,
     tf.Conv2DBackpropFilter,
     tf.Conv2DBackpropInput,
     tf.Sum,
@@ -48,7 +53,19 @@ const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefin
     if (backendName !== 'wasm') throw new Error(`the project's SplitV works on the wasm heap only. Received: backend ${backendName}`);
     return splitVConfig(stock);
   },
+  ...Object.fromEntries(FUSED_OPS.map((name) => [name, (backendName: string) => hostKernels(backendName, undefined)[name]])),
+  [tf.Sum]: (backendName, stock) => hostKernels(backendName, stock)[tf.Sum],
+  [tf.MaxPoolGrad]: (backendName) => {
+    if (backendName !== 'wasm') throw new Error(`the project's MaxPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
+    return hostMaxPoolGradKernel(backendName);
+  },
 };
+
+/** JavaScript loops over the values of the CPU backends (host/). */
+function hostKernels(backendName: string, stockSum: KernelFunc | undefined): Record<string, KernelConfig> {
+  if (backendName !== 'wasm' && backendName !== 'cpu') throw new Error(`host kernels run on wasm and cpu only. Received: backend ${backendName}`);
+  return { ...hostBatchNormKernels(backendName), ...hostElementwiseKernels(backendName, stockSum) };
+}
 
 /** webgpu kernels are WGSL programs of their own (kernels/webgpu/), not compositions of tfjs kernels. */
 const WEBGPU_BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {

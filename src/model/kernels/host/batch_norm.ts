@@ -1,0 +1,124 @@
+/**
+ * The project's BatchNormalization ops (../batch_norm_training.ts says what each computes) for wasm and
+ * cpu, as loops over [rows, channels] in JavaScript: two passes over x forward, one per gradient kernel.
+ * tfjs' composite takes about 50 kernels per layer, most of them full passes (on wasm, 1.3 s of a
+ * 7.3 s MiniGoogLeNet step at batch 64 went to BatchNormalization's Sum, Mean, Multiply, Sub and Cast).
+ *
+ * Sums are accumulated in double precision, and the variance is taken about the first row (a shifted
+ * sum of squares, exact in double for any batch that fits in memory), so no precision is lost to a large
+ * mean. Results are rounded to float32 once, when stored.
+ */
+import type { KernelConfig, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import {
+  BATCH_NORM_INPUT_GRAD,
+  BATCH_NORM_MOVING_STATS,
+  BATCH_NORM_PARAM_GRADS,
+  BATCH_NORM_TRAINING,
+  type BatchNormMovingStatsAttrs,
+  type BatchNormTrainingAttrs,
+} from '../batch_norm_training.js';
+import { hostKernel, type HostBackendName } from './tensors.js';
+
+const channelsOf = (x: TensorInfo): number => x.shape[x.shape.length - 1];
+const epsilonOf = (attrs: NamedAttrMap): number => (attrs as unknown as BatchNormTrainingAttrs).epsilon;
+
+/** 1/√(σ² + ε) per channel, from stats = [μ (C), σ² (C)]. */
+function inverseStd(stats: Float32Array, channels: number, epsilon: number): Float64Array {
+  const inv = new Float64Array(channels);
+  for (let c = 0; c < channels; c++) inv[c] = 1 / Math.sqrt(stats[channels + c] + epsilon);
+  return inv;
+}
+
+/** x, γ, β → y, stats [2, C]. */
+function training([x, scale, offset]: Float32Array[], [y, stats]: Float32Array[], attrs: NamedAttrMap): void {
+  const channels = scale.length;
+  const rows = x.length / channels;
+  const s1 = new Float64Array(channels);
+  const s2 = new Float64Array(channels);
+  for (let i = 0, r = 0; r < rows; r++) {
+    for (let c = 0; c < channels; c++, i++) {
+      const d = x[i] - x[c];
+      s1[c] += d;
+      s2[c] += d * d;
+    }
+  }
+  const a = new Float64Array(channels);
+  const b = new Float64Array(channels);
+  for (let c = 0; c < channels; c++) {
+    const shiftedMean = s1[c] / rows;
+    const mean = x[c] + shiftedMean;
+    const variance = Math.max(0, s2[c] / rows - shiftedMean * shiftedMean);
+    stats[c] = mean;
+    stats[channels + c] = variance;
+    a[c] = scale[c] / Math.sqrt(variance + epsilonOf(attrs));
+    b[c] = offset[c] - mean * a[c];
+  }
+  for (let i = 0, r = 0; r < rows; r++) {
+    for (let c = 0; c < channels; c++, i++) y[i] = x[i] * a[c] + b[c];
+  }
+}
+
+/** dy, x, stats → dγ = Σ dy·x̂, dβ = Σ dy. */
+function paramGrads([dy, x, stats]: Float32Array[], [dscale, doffset]: Float32Array[], attrs: NamedAttrMap): void {
+  const channels = stats.length / 2;
+  const rows = x.length / channels;
+  const sumDy = new Float64Array(channels);
+  const sumDyX = new Float64Array(channels);
+  for (let i = 0, r = 0; r < rows; r++) {
+    for (let c = 0; c < channels; c++, i++) {
+      sumDy[c] += dy[i];
+      sumDyX[c] += dy[i] * (x[i] - stats[c]);
+    }
+  }
+  const inv = inverseStd(stats, channels, epsilonOf(attrs));
+  for (let c = 0; c < channels; c++) {
+    dscale[c] = sumDyX[c] * inv[c];
+    doffset[c] = sumDy[c];
+  }
+}
+
+/** dx = γ/√(σ² + ε)·(dy − dβ/M − x̂·dγ/M), as A·dy + B·(x − μ) + D per channel. */
+function inputGrad([dy, x, stats, scale, dscale, doffset]: Float32Array[], [dx]: Float32Array[], attrs: NamedAttrMap): void {
+  const channels = scale.length;
+  const rows = x.length / channels;
+  const inv = inverseStd(stats, channels, epsilonOf(attrs));
+  const a = new Float64Array(channels);
+  const b = new Float64Array(channels);
+  const d = new Float64Array(channels);
+  const mean = new Float64Array(channels);
+  for (let c = 0; c < channels; c++) {
+    a[c] = scale[c] * inv[c];
+    b[c] = (-a[c] * inv[c] * dscale[c]) / rows;
+    d[c] = (-a[c] * doffset[c]) / rows;
+    mean[c] = stats[c];
+  }
+  for (let i = 0, r = 0; r < rows; r++) {
+    for (let c = 0; c < channels; c++, i++) dx[i] = a[c] * dy[i] + b[c] * (x[i] - mean[c]) + d[c];
+  }
+}
+
+/** Each moving statistic m − (m − s)·(1 − momentum), rounded to float32 at every operation as tfjs-layers' float32 ops are. */
+function movingStats([movingMean, movingVariance, stats]: Float32Array[], [mean, variance]: Float32Array[], attrs: NamedAttrMap): void {
+  const decay = Math.fround(1 - (attrs as unknown as BatchNormMovingStatsAttrs).momentum);
+  const channels = movingMean.length;
+  const f = Math.fround;
+  for (let c = 0; c < channels; c++) {
+    mean[c] = f(movingMean[c] - f(f(movingMean[c] - stats[c]) * decay));
+    variance[c] = f(movingVariance[c] - f(f(movingVariance[c] - stats[channels + c]) * decay));
+  }
+}
+
+export function hostBatchNormKernels(backendName: HostBackendName): Record<string, KernelConfig> {
+  const config = (
+    kernelName: string,
+    names: string[],
+    shapes: (inputs: TensorInfo[]) => number[][],
+    body: Parameters<typeof hostKernel>[4],
+  ): KernelConfig => ({ kernelName, backendName, kernelFunc: hostKernel(backendName, kernelName, names, shapes, body) });
+  return {
+    [BATCH_NORM_TRAINING]: config(BATCH_NORM_TRAINING, ['x', 'scale', 'offset'], ([x]) => [x.shape, [2, channelsOf(x)]], training),
+    [BATCH_NORM_PARAM_GRADS]: config(BATCH_NORM_PARAM_GRADS, ['dy', 'x', 'stats'], ([, x]) => [[channelsOf(x)], [channelsOf(x)]], paramGrads),
+    [BATCH_NORM_INPUT_GRAD]: config(BATCH_NORM_INPUT_GRAD, ['dy', 'x', 'stats', 'scale', 'dscale', 'doffset'], ([, x]) => [x.shape], inputGrad),
+    [BATCH_NORM_MOVING_STATS]: config(BATCH_NORM_MOVING_STATS, ['movingMean', 'movingVariance', 'stats'], ([m]) => [m.shape, m.shape], movingStats),
+  };
+}
