@@ -7,7 +7,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend } from '../src/model/backend.js';
 import { fusedBatchNormGradConfig } from '../src/model/kernels/fused_batch_norm_grad.js';
+import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
 import { registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { BN_SHAPES, batchNormStep } from './helpers/batchnorm.js';
 import { randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
 
 const TOLERANCE = 1e-4;
@@ -32,6 +34,9 @@ const CASES: ConvCase[] = [
   { title: '1×1 stride 2', x: [2, 7, 6, 3], filter: [1, 1, 3, 5], strides: 2, pad: 'valid' },
   { title: '5×3 same, strides [2, 1]', x: [2, 9, 6, 3], filter: [5, 3, 3, 4], strides: [2, 1], pad: 'same' },
   { title: '2×2 valid stride 3, rows left over', x: [2, 10, 11, 2], filter: [2, 2, 2, 3], strides: 3, pad: 'valid' },
+  // wasm splits the filter gradient into chunks of ≈1,024 grid positions: 3 + 2 images, then 8 + 1.
+  { title: '3×3 same stride 1, batch 5 in two chunks, the second smaller', x: [5, 16, 16, 3], filter: [3, 3, 3, 4], strides: 1, pad: 'same' },
+  { title: '3×3 same stride 2, batch 9 in two chunks (8 + 1)', x: [9, 21, 19, 2], filter: [3, 3, 2, 3], strides: 2, pad: 'same' },
 ];
 
 function filterGradient(c: ConvCase): Promise<Float32Array> {
@@ -53,7 +58,7 @@ function inputGradient(c: ConvCase): Promise<Float32Array> {
 }
 
 /** The stock cpu kernel's answer: the cpu backend with the project's kernels taken off. */
-async function stockCpu(f: () => Promise<Float32Array>): Promise<Float32Array> {
+async function stockCpu<T>(f: () => Promise<T>): Promise<T> {
   await tf.setBackend('cpu');
   unregisterProjectKernels('cpu');
   try {
@@ -195,5 +200,137 @@ describe('FusedBatchNorm gradient', () => {
     } finally {
       tf.registerGradient(fusedBatchNormGradConfig);
     }
+  });
+});
+
+/** The host kernels (src/model/kernels/host/): JavaScript loops over the wasm heap or the cpu backend's arrays. */
+describe.each(['wasm', 'cpu'] as const)('BatchNormalization, ReLU gradient and column Sum on %s', (backend) => {
+  it.each(BN_SHAPES.map((shape) => ({ shape, title: shape.join('×') })))(
+    'a BatchNormalization layer trained on a $title batch gives the stock cpu path’s loss, gradients and moving statistics, leaving nothing behind',
+    async ({ shape }) => {
+      const expected = await stockCpu(() => batchNormStep(shape));
+      await tf.setBackend(backend);
+      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+      const profile = await tf.profile(async () => {
+        const got = await batchNormStep(shape);
+        const names = ['loss', 'dgamma', 'dbeta', 'dx', 'moving_mean', 'moving_variance'];
+        const errors = Object.fromEntries(names.map((n, i) => [n, relativeError(got[i], expected[i])]));
+        for (const n of names) expect(errors[n], JSON.stringify(errors)).toBeLessThanOrEqual(TOLERANCE);
+        return [];
+      });
+      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+      // The fused path ran (not tfjs' composite, which would pass the comparison too): its four ops, no Mean.
+      const kernels = new Set(profile.kernels.map((k) => k.name));
+      for (const name of ['TrainpoolBatchNormTraining', 'TrainpoolBatchNormParamGrads', 'TrainpoolBatchNormInputGrad', 'TrainpoolBatchNormMovingStats']) {
+        expect(kernels.has(name), `${name} in ${[...kernels].join(', ')}`).toBe(true);
+      }
+      expect(kernels.has('Mean')).toBe(false);
+    },
+  );
+
+  it('the batch variance keeps its digits under a mean 10⁴ times the spread (two-pass double-precision reference)', async () => {
+    await tf.setBackend(backend);
+    const shape = [4, 6, 5, 12];
+    const values = randomArray(shape, 9).map((v, i) => 3e4 + (i % 12) + v * 3);
+    const x = tf.tensor(values, shape);
+    const [ones, zeros] = [tf.ones([12]), tf.zeros([12])];
+    const [y, stats] = batchNormTraining(x, ones, zeros, 1e-3);
+    const got = (await stats.data()) as Float32Array;
+    const rows = values.length / 12;
+    const want = new Float32Array(24);
+    for (let c = 0; c < 12; c++) {
+      let s = 0;
+      for (let r = 0; r < rows; r++) s += values[r * 12 + c];
+      const mean = s / rows;
+      let q = 0;
+      for (let r = 0; r < rows; r++) q += (values[r * 12 + c] - mean) ** 2;
+      want[c] = mean;
+      want[12 + c] = q / rows;
+    }
+    expect(relativeError(got.subarray(12), want.subarray(12))).toBeLessThanOrEqual(1e-6);
+    expect(relativeError(got.subarray(0, 12), want.subarray(0, 12))).toBeLessThanOrEqual(1e-7);
+    tf.dispose([x, ones, zeros, y, stats]);
+  });
+
+  it('the ReLU gradient is dy·step(x): dy where x > 0, 0 for x ≤ 0 and −∞, dy at +∞, NaN where x is NaN', async () => {
+    await tf.setBackend(backend);
+    const x = tf.tensor1d([-2, -0, 0, 1e-30, 3, NaN, 5, -7, Infinity, -Infinity]);
+    const dy = tf.tensor1d([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    const profile = await tf.profile(async () => {
+      const dx = tf.grad((t: tf.Tensor) => tf.relu(t))(x, dy);
+      expect(Array.from(await dx.data())).toEqual([0, 0, 0, 4, 5, NaN, 7, 0, 9, 0]);
+      dx.dispose();
+      return [];
+    });
+    expect(profile.kernels.map((k) => k.name)).toContain('TrainpoolReluGrad');
+    tf.dispose([x, dy]);
+  });
+
+  const sums: Array<{ shape: number[]; axis: number | number[]; keepDims: boolean; dtype: 'float32' | 'int32' }> = [
+    { shape: [2, 5, 7, 12], axis: [0, 1, 2], keepDims: false, dtype: 'float32' }, // a bias gradient
+    { shape: [3, 4, 5], axis: [1, 0], keepDims: true, dtype: 'float32' },
+    { shape: [6, 10], axis: 0, keepDims: false, dtype: 'float32' },
+    { shape: [3, 4, 5], axis: 2, keepDims: false, dtype: 'float32' }, // not leading axes: the stock kernel
+    { shape: [3, 4, 5], axis: [0, 2], keepDims: false, dtype: 'float32' },
+    { shape: [4, 6], axis: 0, keepDims: false, dtype: 'int32' },
+  ];
+  it.each(sums)('Sum of $dtype $shape over $axis (keepDims $keepDims) equals the stock cpu Sum', async ({ shape, axis, keepDims, dtype }) => {
+    const values = randomArray(shape, 8).map((v) => (dtype === 'int32' ? Math.round(v * 50) : v));
+    const run = async () => {
+      const x = tf.tensor(values, shape, dtype);
+      const s = tf.sum(x, axis, keepDims);
+      const out = { shape: s.shape, dtype: s.dtype, values: Array.from(await s.data()) };
+      tf.dispose([x, s]);
+      return out;
+    };
+    const expected = await stockCpu(run);
+    await tf.setBackend(backend);
+    const got = await run();
+    expect({ shape: got.shape, dtype: got.dtype }).toEqual({ shape: expected.shape, dtype: expected.dtype });
+    expect(relativeError(got.values, expected.values)).toBeLessThanOrEqual(dtype === 'int32' ? 0 : 1e-6);
+  });
+});
+
+describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
+  const cases: Array<{ title: string; shape: number[]; filter: number; strides: number; pad: 'same' | 'valid'; ties: boolean }> = [
+    { title: '3×3/2 valid, odd input (the downsample module)', shape: [2, 11, 11, 5], filter: 3, strides: 2, pad: 'valid', ties: false },
+    { title: '3×3/2 same, even input', shape: [2, 8, 10, 3], filter: 3, strides: 2, pad: 'same', ties: false },
+    { title: '2×2/1 valid, overlapping windows', shape: [1, 6, 5, 4], filter: 2, strides: 1, pad: 'valid', ties: false },
+    { title: '3×3/2 valid with ties (ReLU zeros and repeated values): the first maximum takes it', shape: [2, 9, 9, 6], filter: 3, strides: 2, pad: 'valid', ties: true },
+  ];
+  it.each(cases)('$title', async ({ shape, filter, strides, pad, ties }) => {
+    const values = randomArray(shape, 5).map((v) => (ties ? Math.max(0, Math.round(v * 2)) : v));
+    const run = async () => {
+      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+      const x = tf.tensor4d(values, shape as [number, number, number, number]);
+      const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
+      const dy = tf.tensor(randomArray(outShape, 6), outShape);
+      const dx = tf.grad((t: tf.Tensor4D) => tf.maxPool(t, filter, strides, pad))(x, dy);
+      const out = Array.from(await dx.data());
+      tf.dispose([x, dy, dx]);
+      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+      return out;
+    };
+    const expected = await stockCpu(run);
+    await tf.setBackend('wasm');
+    const got = await run();
+    expect(relativeError(got, expected)).toBeLessThanOrEqual(1e-6);
+    if (ties) expect(got.filter((v) => v !== 0).length, 'ties must not spread the gradient').toBe(expected.filter((v) => v !== 0).length);
+  });
+
+  it('a window of only NaN passes no gradient, as on cpu; one NaN among numbers is skipped', async () => {
+    // Two 2×2 windows of a 1×2×4×1 input: [[NaN, NaN, NaN, 4], [NaN, NaN, 2, NaN]].
+    const x = [NaN, NaN, NaN, 4, NaN, NaN, 2, NaN];
+    const run = async () => {
+      const t = tf.tensor4d(x, [1, 2, 4, 1]);
+      const dx = tf.grad((u: tf.Tensor4D) => tf.maxPool(u, 2, 2, 'valid'))(t, tf.tensor4d([5, 7], [1, 1, 2, 1]));
+      const out = Array.from(await dx.data());
+      tf.dispose([t, dx]);
+      return out;
+    };
+    const expected = await stockCpu(run);
+    await tf.setBackend('wasm');
+    expect(await run()).toEqual(expected);
+    expect(expected).toEqual([0, 0, 0, 7, 0, 0, 0, 0]);
   });
 });

@@ -9,10 +9,18 @@
  * kernelFuncs directly and frees every intermediate it made, whatever happens.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { KernelBackend, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+
+/** What `view` needs of tfjs-backend-wasm 4.22 beyond its public surface (backend_wasm.ts: dataIdMap, tfjs.disposeData). */
+interface WasmInternals {
+  dataIdMap: { get(dataId: object): { memoryOffset: number; id: number } | undefined; delete(dataId: object): boolean };
+  wasm: { tfjs: { disposeData(id: number): void } };
+}
 
 export class KernelComposer {
   private readonly made: TensorInfo[] = [];
+  private readonly views: TensorInfo[] = [];
 
   constructor(
     readonly backendName: string,
@@ -48,14 +56,60 @@ export class KernelComposer {
     this.backend.disposeData(t.dataId);
   }
 
+  /** An uninitialized float32 tensor of `shape` (wasm: malloc'd heap, not zeroed), freed like the others. */
+  empty(shape: number[]): TensorInfo {
+    const dataId = this.backend.write(null as unknown as Float32Array, shape, 'float32');
+    const info: TensorInfo = { dataId, shape, dtype: 'float32' };
+    this.made.push(info);
+    return info;
+  }
+
+  /**
+   * wasm only: a float32 tensor of `shape` over `parent`'s heap memory from element `offset` on, without
+   * a copy, for kernels that read a window of a tensor (a chunk of a matrix product's operands). It is
+   * registered with the C++ side as tensors allocated there are (makeOutput with a memoryOffset), and
+   * released without free(), which would corrupt the heap: only tfjs' C++ record of it (and any XNNPACK
+   * operator cached for its id) goes. A view must not be returned from `compose`, and its window must lie
+   * inside `parent`. The caller keeps `parent` alive while the view is used.
+   */
+  view(parent: TensorInfo, offset: number, shape: number[]): TensorInfo {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const parentSize = parent.shape.reduce((a, b) => a * b, 1);
+    if (this.backendName !== 'wasm' || parent.dtype !== 'float32' || offset < 0 || offset + size > parentSize) {
+      throw new Error(`KernelComposer.view: a window of a float32 wasm tensor inside it. Received: ${this.backendName}, ${parent.dtype}, [${offset}, ${offset + size}) of ${parentSize}: this is a bug`);
+    }
+    const wasm = this.backend as BackendWasm;
+    const record = (wasm as unknown as WasmInternals).dataIdMap.get(parent.dataId);
+    if (record === undefined) throw new Error('KernelComposer.view: the parent tensor is not on the wasm heap: this is a bug');
+    const info = wasm.makeOutput(shape, 'float32', record.memoryOffset + offset * 4);
+    this.views.push(info);
+    return info;
+  }
+
   reshape(x: TensorInfo, shape: number[]): TensorInfo {
     return this.run('Reshape', { x }, { shape });
   }
 
+  /** Drops a view's record (never its memory); views go before the tensors they look into. */
+  disposeView(v: TensorInfo): void {
+    const i = this.views.indexOf(v);
+    if (i < 0) throw new Error('KernelComposer.disposeView: the view was not made here or was released already: this is a bug');
+    this.views.splice(i, 1);
+    const internals = this.backend as unknown as WasmInternals;
+    const record = internals.dataIdMap.get(v.dataId);
+    if (record !== undefined) {
+      internals.wasm.tfjs.disposeData(record.id);
+      internals.dataIdMap.delete(v.dataId);
+    }
+  }
+
   /** Frees every intermediate except `result` (a reshape of one only drops that one's extra reference). */
   private release(result?: TensorInfo): void {
+    const viewReturned = result !== undefined && this.views.includes(result);
+    for (const v of this.views.slice()) this.disposeView(v);
     for (const t of this.made) if (t !== result) this.backend.disposeData(t.dataId);
     this.made.length = 0;
+    if (viewReturned) throw new Error('KernelComposer: a view cannot be a kernel\'s result: this is a bug');
   }
 
   /** Runs `body`, then frees its intermediates; on an exception frees them all and rethrows. */

@@ -26,6 +26,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Conv2DBackpropFilterAttrs, KernelBackend, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelComposer } from './compose.js';
+import { filterGradientWasm } from './conv2d_backprop_filter_wasm.js';
 
 export function conv2dBackpropFilterConfig(backendName: string): KernelConfig {
   const kernelFunc: KernelFunc = ({ inputs, backend, attrs }) => {
@@ -42,21 +43,29 @@ export function conv2dBackpropFilterConfig(backendName: string): KernelConfig {
       pad,
       dimRoundingMode,
     );
-    return KernelComposer.compose(backendName, backend as KernelBackend, (k) => filterGradient(k, x, dy, info));
+    const body = backendName === 'wasm' ? filterGradientWasm : filterGradient;
+    return KernelComposer.compose(backendName, backend as KernelBackend, (k) => body(k, x, dy, info));
   };
   return { kernelName: tf.Conv2DBackpropFilter, backendName, kernelFunc };
 }
 
-function filterGradient(k: KernelComposer, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
-  const { batchSize: n, inHeight, inWidth, inChannels, outHeight, outWidth, outChannels } = info;
-  const { filterHeight, filterWidth, strideHeight: sh, strideWidth: sw, padInfo } = info;
-
-  // Phase grid: room for the largest offset plus OH rows, and for every row of padded x (rows no tap
-  // reads meet zeros of dy_ab, which is simpler than cropping them).
+/**
+ * The phase grid: room for the largest offset plus OH rows, and for every row of padded x (rows no tap
+ * reads meet zeros of dy_ab, which is simpler than cropping them); and the padding of x that fills it.
+ */
+export function phaseGrid(info: tf.backend_util.Conv2DInfo): { gridHeight: number; gridWidth: number; padding: number[] } {
+  const { inHeight, inWidth, outHeight, outWidth, filterHeight, filterWidth, strideHeight: sh, strideWidth: sw, padInfo } = info;
   const gridHeight = Math.max(Math.floor((filterHeight - 1) / sh) + outHeight, Math.ceil((padInfo.top + inHeight) / sh));
   const gridWidth = Math.max(Math.floor((filterWidth - 1) / sw) + outWidth, Math.ceil((padInfo.left + inWidth) / sw));
-  const positions = n * gridHeight * gridWidth;
   const padding = [padInfo.top, sh * gridHeight - padInfo.top - inHeight, padInfo.left, sw * gridWidth - padInfo.left - inWidth];
+  return { gridHeight, gridWidth, padding };
+}
+
+function filterGradient(k: KernelComposer, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize: n, inChannels, outHeight, outWidth, outChannels } = info;
+  const { filterHeight, filterWidth, strideHeight: sh, strideWidth: sw } = info;
+  const { gridHeight, gridWidth, padding } = phaseGrid(info);
+  const positions = n * gridHeight * gridWidth;
 
   const phases: TensorInfo[] = [];
   for (let ph = 0; ph < sh; ph++) {
@@ -90,7 +99,7 @@ function filterGradient(k: KernelComposer, x: TensorInfo, dy: TensorInfo, info: 
  * Phase (ph, pw) of x zero-padded by [top, bottom, left, right]: x_pad[n, i·sh + ph, j·sw + pw, c], as
  * [N, Hs, Ws, Cin]. Stride 1 has one phase, the padded x itself.
  */
-function phase(k: KernelComposer, x: TensorInfo, [ph, pw]: number[], [sh, sw]: number[], [top, bottom, left, right]: number[]): TensorInfo {
+export function phase(k: KernelComposer, x: TensorInfo, [ph, pw]: number[], [sh, sw]: number[], [top, bottom, left, right]: number[]): TensorInfo {
   if (sh === 1 && sw === 1) {
     if (top === 0 && bottom === 0 && left === 0 && right === 0) return x;
     return k.run('PadV2', { x }, { paddings: [[0, 0], [top, bottom], [left, right], [0, 0]], constantValue: 0 });
