@@ -34,6 +34,7 @@ const CASES: ConvCase[] = [
   { title: '1×1 stride 2', x: [2, 7, 6, 3], filter: [1, 1, 3, 5], strides: 2, pad: 'valid' },
   { title: '5×3 same, strides [2, 1]', x: [2, 9, 6, 3], filter: [5, 3, 3, 4], strides: [2, 1], pad: 'same' },
   { title: '2×2 valid stride 3, rows left over', x: [2, 10, 11, 2], filter: [2, 2, 2, 3], strides: 3, pad: 'valid' },
+  { title: '3×3 same stride 3 (a residue whose first rows of dy are skipped)', x: [2, 10, 11, 3], filter: [3, 3, 3, 4], strides: 3, pad: 'same' },
   // wasm splits the filter gradient into chunks of ≈1,024 grid positions: 3 + 2 images, then 8 + 1.
   { title: '3×3 same stride 1, batch 5 in two chunks, the second smaller', x: [5, 16, 16, 3], filter: [3, 3, 3, 4], strides: 1, pad: 'same' },
   { title: '3×3 same stride 2, batch 9 in two chunks (8 + 1)', x: [9, 21, 19, 2], filter: [3, 3, 2, 3], strides: 2, pad: 'same' },
@@ -305,7 +306,7 @@ describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
       const x = tf.tensor4d(values, shape as [number, number, number, number]);
       const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
       const dy = tf.tensor(randomArray(outShape, 6), outShape);
-      const dx = tf.grad((t: tf.Tensor4D) => tf.maxPool(t, filter, strides, pad))(x, dy);
+      const dx = tf.grad((t: tf.Tensor) => tf.maxPool(t as tf.Tensor4D, filter, strides, pad))(x, dy);
       const out = Array.from(await dx.data());
       tf.dispose([x, dy, dx]);
       expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
@@ -323,7 +324,7 @@ describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
     const x = [NaN, NaN, NaN, 4, NaN, NaN, 2, NaN];
     const run = async () => {
       const t = tf.tensor4d(x, [1, 2, 4, 1]);
-      const dx = tf.grad((u: tf.Tensor4D) => tf.maxPool(u, 2, 2, 'valid'))(t, tf.tensor4d([5, 7], [1, 1, 2, 1]));
+      const dx = tf.grad((u: tf.Tensor) => tf.maxPool(u as tf.Tensor4D, 2, 2, 'valid'))(t, tf.tensor4d([5, 7], [1, 1, 2, 1]));
       const out = Array.from(await dx.data());
       tf.dispose([t, dx]);
       return out;

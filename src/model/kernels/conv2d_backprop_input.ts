@@ -21,6 +21,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Conv2DBackpropInputAttrs, KernelBackend, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { KernelComposer } from './compose.js';
+import { stridedInputGradient } from './conv2d_backprop_input_strided.js';
 
 export function conv2dBackpropInputConfig(backendName: string, stock: KernelFunc | undefined): KernelConfig {
   const kernelFunc: KernelFunc = (args) => {
@@ -40,7 +41,8 @@ export function conv2dBackpropInputConfig(backendName: string, stock: KernelFunc
       }
       return stock(args);
     }
-    return KernelComposer.compose(backendName, backend as KernelBackend, (k) => inputGradient(k, dy, filter, info));
+    const body = backendName === 'wasm' && info.strideHeight * info.strideWidth > 1 ? stridedInputGradient : inputGradient;
+    return KernelComposer.compose(backendName, backend as KernelBackend, (k) => body(k, dy, filter, info));
   };
   return { kernelName: tf.Conv2DBackpropInput, backendName, kernelFunc };
 }

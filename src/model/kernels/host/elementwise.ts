@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, SumAttrs, TensorInfo } from '@tensorflow/tfjs-core';
 import { RELU_GRAD } from '../relu_grad.js';
+import { rowsPerBlock } from './batch_norm.js';
 import { hostKernel, type HostBackendName } from './tensors.js';
 
 /**
@@ -34,8 +35,14 @@ function columnSum([x]: Float32Array[], [out]: Float32Array[]): void {
   const channels = out.length;
   const rows = x.length / channels;
   const acc = new Float64Array(channels);
-  for (let i = 0, r = 0; r < rows; r++) {
-    for (let c = 0; c < channels; c++, i++) acc[c] += x[i];
+  const block = rowsPerBlock(channels);
+  for (let r0 = 0; r0 < rows; r0 += block) {
+    const end = Math.min(rows, r0 + block) * channels;
+    for (let c = 0; c < channels; c++) {
+      let a = 0;
+      for (let i = r0 * channels + c; i < end; i += channels) a += x[i];
+      acc[c] += a;
+    }
   }
   out.set(acc);
 }
