@@ -335,3 +335,22 @@ describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
     expect(expected).toEqual([0, 0, 0, 7, 0, 0, 0, 0]);
   });
 });
+
+describe('Identity on wasm', () => {
+  it('shares the data of its input (no copy), which outlives the input, and frees it with the last reference', async () => {
+    await tf.setBackend('wasm');
+    const before = tf.engine().backend.numDataIds();
+    const x = tf.tensor1d([1, 2, 3]);
+    const y = tf.clone(x);
+    expect(tf.engine().backend.numDataIds()).toBe(before + 1); // one heap allocation for both
+    x.dispose();
+    expect(Array.from(await y.data())).toEqual([1, 2, 3]);
+    y.dispose();
+    expect(tf.engine().backend.numDataIds()).toBe(before);
+    const strings = tf.tensor(['a', 'b']);
+    const s = tf.clone(strings); // strings go to the stock kernel
+    expect(await s.data()).toEqual(['a', 'b']);
+    tf.dispose([strings, s]);
+    expect(tf.engine().backend.numDataIds()).toBe(before);
+  });
+});

@@ -18,7 +18,7 @@ import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { fusedBatchNormGradConfig } from './fused_batch_norm_grad.js';
 import { hostBatchNormKernels } from './host/batch_norm.js';
-import { hostElementwiseKernels } from './host/elementwise.js';
+import { hostElementwiseKernels, wasmIdentityKernel } from './host/elementwise.js';
 import { hostMaxPoolGradKernel } from './host/max_pool_grad.js';
 import { meanGradConfig } from './mean_grad.js';
 import { reluGradConfig } from './relu_grad.js';
@@ -36,7 +36,7 @@ const FUSED_OPS = [...Object.keys(WEBGPU_BATCH_NORM_KERNELS), ...Object.keys(WEB
 
 /** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's and wasm's). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
-  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad],
+  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad, tf.Identity],
   cpu: [tf.Conv2DBackpropFilter, ...FUSED_OPS, tf.Sum],
   webgpu: [
     ...FUSED_OPS,
@@ -55,6 +55,10 @@ const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefin
   },
   ...Object.fromEntries(FUSED_OPS.map((name) => [name, (backendName: string) => hostKernels(backendName, undefined)[name]])),
   [tf.Sum]: (backendName, stock) => hostKernels(backendName, stock)[tf.Sum],
+  [tf.Identity]: (backendName, stock) => {
+    if (backendName !== 'wasm') throw new Error(`the project's Identity is for wasm (the others share data already). Received: backend ${backendName}`);
+    return wasmIdentityKernel(stock);
+  },
   [tf.MaxPoolGrad]: (backendName) => {
     if (backendName !== 'wasm') throw new Error(`the project's MaxPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
     return hostMaxPoolGradKernel(backendName);

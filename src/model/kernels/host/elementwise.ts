@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, SumAttrs, TensorInfo } from '@tensorflow/tfjs-core';
 import { RELU_GRAD } from '../relu_grad.js';
+import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { rowsPerBlock } from './batch_norm.js';
 import { hostKernel, type HostBackendName } from './tensors.js';
 
@@ -71,6 +72,28 @@ export function hostElementwiseKernels(backendName: HostBackendName, stockSum: K
         if (stockSum === undefined) throw new Error(`Sum on ${backendName}: tfjs registered no stock kernel to fall back on: this is a bug`);
         return stockSum(args);
       },
+    },
+  };
+}
+
+/**
+ * Identity for wasm without a copy: tfjs' engine clones (Identity) every tensor a gradient saves, 206 per
+ * MiniGoogLeNet step, and tfjs-backend-wasm 4.22's Identity copies each (60 ms of a step at batch 64).
+ * Tensors are immutable in tfjs, so the clone can share the data and count a reference, as the cpu and
+ * webgpu backends' Identity and wasm's own Reshape do.
+ */
+export function wasmIdentityKernel(stock: KernelFunc | undefined): KernelConfig {
+  return {
+    kernelName: tf.Identity,
+    backendName: 'wasm',
+    kernelFunc: (args) => {
+      const { x } = args.inputs as { x: TensorInfo };
+      if (x.dtype === 'string') {
+        if (stock === undefined) throw new Error('Identity on wasm: tfjs registered no stock kernel for strings: this is a bug');
+        return stock(args);
+      }
+      (args.backend as BackendWasm).incRef(x.dataId);
+      return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
     },
   };
 }
