@@ -54,7 +54,7 @@ python3 - "$out/engine.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 torch = {(r["batch"], r["mode"]): r for r in rows if r["backend"] == "pytorch"}
-print(f"{'run':34s} {'batch':>5s} {'ms/step':>9s} {'img/s':>9s} {'dispatches':>10s} {'upload B':>10s} {'vs PyTorch train':>16s} {'vs worker':>9s}")
+print(f"{'run':34s} {'batch':>5s} {'ms/step':>9s} {'host ms':>8s} {'img/s':>9s} {'dispatches':>10s} {'upload B':>10s} {'vs PyTorch train':>16s} {'vs worker':>9s}")
 for r in rows:
     name = f"{r['backend']} {r['kernels'] if r['backend'] != 'pytorch' else r['mode']}"
     ref = torch.get((r["batch"], "train"))
@@ -62,7 +62,8 @@ for r in rows:
     ratio = f"{r['imgPerSec'] / ref['imgPerSec']:.3f}" if ref else "-"
     ratio_worker = f"{r['imgPerSec'] / ref_worker['imgPerSec']:.3f}" if ref_worker else "-"
     fmt = lambda v: "-" if v is None else str(v)
-    print(f"{name[:34]:34s} {r['batch']:5d} {r['msPerStep']:9.2f} {r['imgPerSec']:9.1f} {fmt(r.get('dispatchesPerStep')):>10s} {fmt(r.get('uploadBytesPerStep')):>10s} {ratio:>16s} {ratio_worker:>9s}")
+    host = r.get('hostMsPerStep')
+    print(f"{name[:34]:34s} {r['batch']:5d} {r['msPerStep']:9.2f} {'-' if host is None else f'{host:.2f}':>8s} {r['imgPerSec']:9.1f} {fmt(r.get('dispatchesPerStep')):>10s} {fmt(r.get('uploadBytesPerStep')):>10s} {ratio:>16s} {ratio_worker:>9s}")
 devices = sorted({r["device"] for r in rows})
 print("devices:", "; ".join(devices))
 EOF

@@ -1,9 +1,10 @@
 /**
- * bench:engine's upload accounting (bench/engine.ts bytesLessInput): the input batch is taken out of a
- * step's uploads by size, once per input, and a step without such an upload is an error. No GPU needed.
+ * bench:engine's accounting (bench/engine.ts): the input batch is taken out of a step's uploads by size,
+ * once per input, and a step without such an upload is an error; the host time of a step is the main
+ * thread's CPU time in its synchronous part. No GPU needed.
  */
 import { describe, expect, it } from 'vitest';
-import { bytesLessInput } from '../bench/engine.js';
+import { benchEngine, bytesLessInput, mainThreadCpuNs } from '../bench/engine.js';
 import type { Upload } from '../src/model/kernels/webgpu/counters.js';
 
 const mapped = (bytes: number): Upload => ({ bytes, via: 'mapped' });
@@ -22,5 +23,28 @@ describe('bytesLessInput', () => {
     expect(() => bytesLessInput([mapped(4), uniforms(96)], [3072])).toThrow(
       'the step uploaded no buffer of 3072 bytes, the size of one of its inputs, so the input batch cannot be told apart: this is a bug (uploads: 2, largest 96 bytes)',
     );
+  });
+});
+
+describe('host time', () => {
+  it('the main thread’s CPU clock advances by about the time a busy loop runs, and not while it sleeps', async () => {
+    const start = mainThreadCpuNs()!;
+    const until = performance.now() + 30;
+    while (performance.now() < until); // 30 ms on the CPU
+    const busy = mainThreadCpuNs()! - start;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    const slept = mainThreadCpuNs()! - start - busy;
+    expect(busy / 1e6).toBeGreaterThan(20);
+    expect(busy / 1e6).toBeLessThan(45);
+    expect(slept / 1e6).toBeLessThan(10);
+  });
+
+  it('bench:engine on wasm reports a host time per step within the step’s wall time, which the synchronous wasm step nearly fills', async () => {
+    const r = await benchEngine({ backend: 'wasm', batch: 4, steps: 2, model: 'tiny', kernels: 'project' });
+    expect(r.hostMsPerStep).not.toBeNull();
+    expect(r.hostMsPerStep!).toBeGreaterThan(0.5 * r.msPerStep);
+    expect(r.hostMsPerStep!).toBeLessThanOrEqual(r.msPerStep * 1.02);
+    expect(r.dispatchesPerStep).toBeNull();
+    expect(r.kernelsPerStep).toBeGreaterThan(10);
   });
 });
