@@ -9,6 +9,7 @@ import { setupBackend } from '../src/model/backend.js';
 import { fusedBatchNormGradConfig } from '../src/model/kernels/fused_batch_norm_grad.js';
 import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
 import { registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { PACK, pack } from '../src/model/kernels/pack.js';
 import { BN_SHAPES, batchNormStep } from './helpers/batchnorm.js';
 import { randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
 
@@ -352,5 +353,32 @@ describe('Identity on wasm', () => {
     expect(await s.data()).toEqual(['a', 'b']);
     tf.dispose([strings, s]);
     expect(tf.engine().backend.numDataIds()).toBe(before);
+  });
+});
+
+describe.each(['wasm', 'cpu'] as const)('Pack on %s', (backend) => {
+  it('lays float32 tensors of any shapes end to end, as concat of their flattenings does, in one kernel', async () => {
+    await tf.setBackend(backend);
+    const shapes = [[2, 3], [1], [0], [2, 2, 2], [5]];
+    const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+    const tensors = shapes.map((s, i) => tf.tensor(randomArray(s, 20 + i), s));
+    const profile = await tf.profile(async () => {
+      const packed = pack(tensors);
+      const expected = tf.tidy(() => tf.concat(tensors.map((t) => tf.reshape(t, [-1]))));
+      expect(packed.shape).toEqual([20]);
+      expect(Array.from(await packed.data())).toEqual(Array.from(await expected.data()));
+      tf.dispose([packed, expected]);
+      return [];
+    });
+    expect(profile.kernels.filter((k) => k.name === PACK)).toHaveLength(1);
+    tf.dispose(tensors);
+    expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+  });
+
+  it('refuses other dtypes, naming the one received', async () => {
+    await tf.setBackend(backend);
+    const t = tf.tensor1d([1, 2], 'int32');
+    expect(() => pack([t])).toThrow(`TrainpoolPack on ${backend} packs float32 tensors. Received: int32 [2]`);
+    t.dispose();
   });
 });

@@ -13,6 +13,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend, type BackendHandle } from '../src/model/backend.js';
 import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
 import { unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { pack } from '../src/model/kernels/pack.js';
 import { buildModel } from '../src/model/minigooglenet.js';
 import { countGpuWork } from '../src/model/kernels/webgpu/counters.js';
 import { Rng } from '../src/util/random.js';
@@ -174,6 +175,33 @@ describe.skipIf(!gpu.available)(gpu.available ? `project webgpu kernels on ${gpu
     });
     expect({ dispatches: second.counts.dispatches, mapped: second.counts.uploads.filter((u) => u.via === 'mapped').length }).toEqual({ dispatches: 1, mapped: 0 });
     tf.dispose([a, b, first.result, second.result]);
+  });
+
+  it('Pack lays tensors computed on the GPU end to end with buffer copies, no dispatch, and leaves nothing behind', async () => {
+    const shapes = [[40, 30], [1], [0], [3, 5, 7], [1100]];
+    const inputs = shapes.map((sh, i) => tf.tensor(randomArray(sh, 30 + i), sh));
+    const expected = Float32Array.from(await tf.tidy(() => tf.concat(inputs.map((t) => tf.reshape(t, [-1])))).data());
+    const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+    // Computed on the GPU (doubled), so the packed values come from GPU buffers that are not reused early.
+    const { result, counts } = await countGpuWork(async () => {
+      const doubled = inputs.map((t) => tf.mul(t, 2));
+      await Promise.all(doubled.map((t) => t.data())); // everything on the GPU before counting the pack alone
+      return doubled;
+    });
+    expect(counts.dispatches).toBeGreaterThan(0);
+    const packed = await countGpuWork(async () => {
+      const p = pack(result);
+      tf.dispose(result); // freed at once, as a tidy would: the queued copies still read their buffers
+      const other = tf.tensor1d(randomArray([4096], 9));
+      const big = tf.mul(other, 3); // wants a buffer of its own meanwhile
+      const values = Float32Array.from(await p.data());
+      tf.dispose([p, other, big]);
+      return values;
+    });
+    expect(packed.counts.dispatches).toBe(1); // the multiply only
+    expect(relativeError(packed.result, expected.map((v) => 2 * v))).toBe(0);
+    expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+    tf.dispose(inputs);
   });
 
   it('a model trained one step through the fused BatchNormalization saves only tfjs-layers classes and its own weight names, which stock loadLayersModel reads back', async () => {

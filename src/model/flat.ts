@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
+import { pack } from './kernels/pack.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
 export interface LayoutEntry {
@@ -83,7 +84,7 @@ export async function readStats(model: tfl.LayersModel, layout: WeightLayout): P
 /** Concatenates tensors into one Float32Array of `size` with a single download. */
 export async function readFlat(tensors: tf.Tensor[], size: number): Promise<Float32Array> {
   if (tensors.length === 0) return new Float32Array(0);
-  const flat = tf.tidy(() => tf.concat(tensors.map((t) => tf.reshape(t, [-1]))));
+  const flat = pack(tensors);
   try {
     const data = (await flat.data()) as Float32Array;
     if (data.length !== size) {

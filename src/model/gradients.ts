@@ -6,7 +6,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { Shard } from '../data/shard.js';
-import { readFlat, type WeightLayout } from './flat.js';
+import type { WeightLayout } from './flat.js';
+import { pack } from './kernels/pack.js';
 import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
 import { setDropoutSeed } from './minigooglenet.js';
 
@@ -51,8 +52,8 @@ function shardTensors(model: tfl.LayersModel, shard: Shard): { xs: tf.Tensor4D; 
 
 /**
  * Forward in training mode (dropout on with `dropoutSeed`, BN on batch statistics, which also moves the
- * BN moving averages as Keras does), then backward. One device read for all gradients, one for the
- * statistics.
+ * BN moving averages as Keras does), then backward. One device read brings back every gradient and the
+ * statistics, packed in layout order (kernels/pack.ts), so a step waits on the device once.
  */
 export async function computeGradients(
   model: tfl.LayersModel,
@@ -72,19 +73,17 @@ export async function computeGradients(
     }, vars);
     const acc = tf.mean(correct!);
     correct!.dispose();
-    const flat = tf.concat(vars.map((v) => tf.reshape(grads[v.name], [-1])));
+    // The statistics are read after the forward pass, which moved them.
+    const flat = pack([...vars.map((v) => grads[v.name]), ...model.nonTrainableWeights.map((w) => w.read())]);
     return { loss: value, acc, flat };
   });
   try {
-    const [grads, loss, acc] = await Promise.all([out.flat.data(), out.loss.data(), out.acc.data()]);
-    if (grads.length !== layout.trainableSize) {
-      throw new Error(`computed ${grads.length} gradient values where the layout has ${layout.trainableSize}: this is a bug`);
+    const [values, loss, acc] = await Promise.all([out.flat.data(), out.loss.data(), out.acc.data()]);
+    if (values.length !== layout.totalSize) {
+      throw new Error(`computed ${values.length} gradient and statistics values where the layout has ${layout.totalSize}: this is a bug`);
     }
-    const stats = await readFlat(
-      model.nonTrainableWeights.map((w) => w.read()),
-      layout.totalSize - layout.trainableSize,
-    );
-    return { grads: grads as Float32Array, stats, loss: loss[0], acc: acc[0] };
+    const all = values as Float32Array;
+    return { grads: all.subarray(0, layout.trainableSize), stats: all.subarray(layout.trainableSize), loss: loss[0], acc: acc[0] };
   } finally {
     tf.dispose([out.flat, out.loss, out.acc]);
   }

@@ -21,6 +21,7 @@ import { hostBatchNormKernels } from './host/batch_norm.js';
 import { hostElementwiseKernels, wasmIdentityKernel } from './host/elementwise.js';
 import { hostMaxPoolGradKernel } from './host/max_pool_grad.js';
 import { meanGradConfig } from './mean_grad.js';
+import { PACK, PACK_KERNELS } from './pack.js';
 import { reluGradConfig } from './relu_grad.js';
 import { splitVConfig } from './split_v.js';
 import { sumGradConfig } from './sum_grad.js';
@@ -36,10 +37,11 @@ const FUSED_OPS = [...Object.keys(WEBGPU_BATCH_NORM_KERNELS), ...Object.keys(WEB
 
 /** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's and wasm's). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
-  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad, tf.Identity],
-  cpu: [tf.Conv2DBackpropFilter, ...FUSED_OPS, tf.Sum],
+  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad, tf.Identity, PACK],
+  cpu: [tf.Conv2DBackpropFilter, ...FUSED_OPS, tf.Sum, PACK],
   webgpu: [
     ...FUSED_OPS,
+    PACK,
     tf.Conv2DBackpropFilter,
     tf.Conv2DBackpropInput,
     tf.Sum,
@@ -55,6 +57,7 @@ const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefin
   },
   ...Object.fromEntries(FUSED_OPS.map((name) => [name, (backendName: string) => hostKernels(backendName, undefined)[name]])),
   [tf.Sum]: (backendName, stock) => hostKernels(backendName, stock)[tf.Sum],
+  [PACK]: (backendName) => PACK_KERNELS[backendName as 'wasm' | 'cpu'],
   [tf.Identity]: (backendName, stock) => {
     if (backendName !== 'wasm') throw new Error(`the project's Identity is for wasm (the others share data already). Received: backend ${backendName}`);
     return wasmIdentityKernel(stock);
@@ -77,6 +80,7 @@ const WEBGPU_BUILDERS: Record<string, (backendName: string, stock: KernelFunc | 
   [tf.Conv2DBackpropFilter]: (_, stock) => conv2dBackpropFilterWebgpuConfig(stock),
   [tf.Conv2DBackpropInput]: (_, stock) => conv2dBackpropInputWebgpuConfig(stock),
   [tf.Sum]: (_, stock) => columnSumConfig(stock),
+  [PACK]: () => PACK_KERNELS.webgpu,
 };
 
 /** The kernelFuncs that were registered before ours, by `${backend}/${kernel}`; undefined if none was. */
