@@ -17,6 +17,12 @@
  * leaves it 40 ms and 4,600 img/s 13.9 ms. On wasm and cpu the step computes synchronously, so it is
  * nearly all of msPerStep.
  *
+ * profiledKernelMs and topKernels: the time tf.profile gives each tfjs kernel in that profiled step,
+ * summed, and the 12 kernels (by name) with the most. On webgpu with the timestamp-query feature that is
+ * GPU time from timestamp queries (tfjs then submits each program alone, so the profiled step itself runs
+ * slower than a timed one), and set against msPerStep it says whether a step is bound by the GPU or by the
+ * host; elsewhere it is each kernel call's wall time (profiledKernelClock says which).
+ *
  * On webgpu, one more step of its own is counted at the WebGPU API (src/model/kernels/webgpu/counters.ts):
  * dispatchesPerStep, every compute dispatch; uploadBytesPerStep, every byte written from the CPU to the GPU
  * (queue.writeBuffer, which carries each program's uniforms, plus write-mapped buffers, which carry tensor
@@ -46,6 +52,10 @@ export interface EngineResult {
   imgPerSec: number;
   kernelsPerStep: number;
   hostMsPerStep: number | null;
+  /** Kernel time of the profiled step (see the header): its sum, and the kernels that took the most. */
+  profiledKernelMs: number;
+  profiledKernelClock: 'gpu' | 'wall';
+  topKernels: Array<{ name: string; ms: number; calls: number }>;
   dispatchesPerStep: number | null;
   uploadBytesPerStep: number | null;
 }
@@ -97,6 +107,7 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       msPerStep,
       imgPerSec: (o.batch * 1000) / msPerStep,
       kernelsPerStep: profile.kernels.length,
+      ...kernelTimes(profile.kernels, handle.name === 'webgpu' && gpuTimestamps()),
       hostMsPerStep: hostNs === null ? null : hostNs / 1e6 / o.steps,
       dispatchesPerStep,
       uploadBytesPerStep,
@@ -105,6 +116,32 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
     replica.dispose();
     await handle.close();
   }
+}
+
+/** Whether tfjs-backend-webgpu times programs with GPU timestamp queries on this device. */
+function gpuTimestamps(): boolean {
+  return (tf.backend() as unknown as { supportTimestampQuery?: boolean }).supportTimestampQuery === true;
+}
+
+/** Sums a profile's kernel times, and the kernels with the most time by name. */
+export function kernelTimes(
+  kernels: ReadonlyArray<{ name: string; kernelTimeMs: unknown }>,
+  gpu: boolean,
+): Pick<EngineResult, 'profiledKernelMs' | 'profiledKernelClock' | 'topKernels'> {
+  const byName = new Map<string, { name: string; ms: number; calls: number }>();
+  let total = 0;
+  for (const k of kernels) {
+    // Ops with a custom gradient (fusedConv2d__op, fusedMatMul__op) are listed around their kernel too.
+    if (k.name.endsWith('__op')) continue;
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0; // {error} where a backend cannot time
+    const entry = byName.get(k.name) ?? { name: k.name, ms: 0, calls: 0 };
+    entry.ms += ms;
+    entry.calls++;
+    byName.set(k.name, entry);
+    total += ms;
+  }
+  const topKernels = [...byName.values()].sort((a, b) => b.ms - a.ms).slice(0, 12);
+  return { profiledKernelMs: total, profiledKernelClock: gpu ? 'gpu' : 'wall', topKernels };
 }
 
 /** CPU time this thread has run, in nanoseconds (Linux: /proc/<pid>/task/<pid>/schedstat, the main thread); null elsewhere. */
@@ -158,6 +195,8 @@ async function cli(): Promise<void> {
   if (values.json) {
     process.stdout.write(`${JSON.stringify(r)}\n`);
   } else {
+    console.log(`profiled step: ${r.profiledKernelMs.toFixed(1)} ms of ${r.profiledKernelClock} time in kernels; the most:`);
+    console.table(r.topKernels.map((k) => ({ kernel: k.name, ms: k.ms.toFixed(2), calls: k.calls })));
     console.table([
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),

@@ -64,6 +64,12 @@ for r in rows:
     fmt = lambda v: "-" if v is None else str(v)
     host = r.get('hostMsPerStep')
     print(f"{name[:34]:34s} {r['batch']:5d} {r['msPerStep']:9.2f} {'-' if host is None else f'{host:.2f}':>8s} {r['imgPerSec']:9.1f} {fmt(r.get('dispatchesPerStep')):>10s} {fmt(r.get('uploadBytesPerStep')):>10s} {ratio:>16s} {ratio_worker:>9s}")
+for r in rows:
+    if r["backend"] == "pytorch" or not r.get("topKernels"):
+        continue
+    top = ", ".join(f"{k['name']} {k['ms']:.1f}" for k in r["topKernels"][:6])
+    print(f"{r['backend']} {r['kernels']} batch {r['batch']}: profiled step {r['profiledKernelMs']:.1f} ms of {r['profiledKernelClock']} time "
+          f"in kernels (timed steps {r['msPerStep']:.1f} ms, host {r.get('hostMsPerStep') or 0:.1f} ms); most: {top}")
 devices = sorted({r["device"] for r in rows})
 print("devices:", "; ".join(devices))
 EOF

@@ -4,7 +4,7 @@
  * thread's CPU time in its synchronous part. No GPU needed.
  */
 import { describe, expect, it } from 'vitest';
-import { benchEngine, bytesLessInput, mainThreadCpuNs } from '../bench/engine.js';
+import { benchEngine, bytesLessInput, kernelTimes, mainThreadCpuNs } from '../bench/engine.js';
 import type { Upload } from '../src/model/kernels/webgpu/counters.js';
 
 const mapped = (bytes: number): Upload => ({ bytes, via: 'mapped' });
@@ -46,5 +46,29 @@ describe('host time', () => {
     expect(r.hostMsPerStep!).toBeLessThanOrEqual(r.msPerStep * 1.02);
     expect(r.dispatchesPerStep).toBeNull();
     expect(r.kernelsPerStep).toBeGreaterThan(10);
+  });
+});
+
+describe('kernelTimes', () => {
+  it('sums kernel times without the op wrappers that contain a kernel, and ranks kernels by total time', () => {
+    const r = kernelTimes(
+      [
+        { name: 'fusedConv2d__op', kernelTimeMs: 9 },
+        { name: 'FusedConv2D', kernelTimeMs: 8 },
+        { name: 'Relu', kernelTimeMs: 1 },
+        { name: 'FusedConv2D', kernelTimeMs: 2 },
+        { name: 'Reshape', kernelTimeMs: { error: 'not timed' } },
+      ],
+      true,
+    );
+    expect(r).toEqual({
+      profiledKernelMs: 11,
+      profiledKernelClock: 'gpu',
+      topKernels: [
+        { name: 'FusedConv2D', ms: 10, calls: 2 },
+        { name: 'Relu', ms: 1, calls: 1 },
+        { name: 'Reshape', ms: 0, calls: 1 },
+      ],
+    });
   });
 });
