@@ -34,7 +34,7 @@ interface ConvCase {
   title: string;
   x: number[];
   filter: number[];
-  strides: number;
+  strides: number | [number, number];
   pad: 'same' | 'valid';
 }
 
@@ -44,6 +44,11 @@ const FIXED_CONV: ConvCase[] = [
   { title: '3×3 same stride 2 (asymmetric padding)', x: [2, 10, 10, 20], filter: [3, 3, 20, 17], strides: 2, pad: 'same' },
   { title: '1×1, more than one 64-wide tile each way', x: [3, 8, 8, 70], filter: [1, 1, 70, 66], strides: 1, pad: 'same' },
   { title: '3×3 same, filter gradient split over K', x: [4, 16, 16, 24], filter: [3, 3, 24, 40], strides: 1, pad: 'same' },
+  // Strided input gradients run one group per residue class of dx's rows and columns.
+  { title: '1×1 stride 2: residues with no tap, whose dx is zero', x: [2, 7, 6, 3], filter: [1, 1, 3, 5], strides: 2, pad: 'valid' },
+  { title: '3×3 same stride 3: residues of 1 tap, some dy rows before the first', x: [2, 10, 11, 3], filter: [3, 3, 3, 4], strides: 3, pad: 'same' },
+  { title: '3×3 valid stride 2, groups of several 64-row tiles and unequal sizes', x: [3, 21, 19, 5], filter: [3, 3, 5, 70], strides: 2, pad: 'valid' },
+  { title: '5×3 same, strides [2, 1]', x: [2, 9, 6, 3], filter: [5, 3, 3, 4], strides: [2, 1], pad: 'same' },
 ];
 
 /** Seeded shapes: batch 1–3, 3–11 pixels a side, 1–40 channels in and out, 1×1 or 3×3, stride 1 or 2. */

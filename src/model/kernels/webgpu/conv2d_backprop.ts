@@ -10,8 +10,10 @@
  *     GEMM with m = (kh, kw, ci), n = co, k = (n, oh, ow): few output tiles and a long k, so split K.
  *   dx[n, ih, iw, ci] = Σ_{kh, kw, co} dy[n, (ih + pt − kh)/sh, (iw + pl − kw)/sw, co] · W[kh, kw, ci, co]
  *     over the taps where both divisions are exact and land inside dy; GEMM with m = (n, ih, iw), n = ci,
- *     k = (kh, kw, co). For stride 2 three quarters of the k values are zeros (skipped loads, not skipped
- *     multiply-adds); MiniGoogLeNet's two stride-2 convolutions are small.
+ *     k = (kh, kw, co). With a stride, only the taps kh ≡ ih + pt (mod sh) (and likewise for columns)
+ *     are exact: dx's rows and columns fall into sh·sw residue classes, each a GEMM over its own taps
+ *     (for 3×3 stride 2: 4, 2, 2 and 1 of the 9), run as groups of one dispatch. Without that, three
+ *     quarters of k would be zeros, loaded as zeros and multiplied.
  * Other layouts and dilations go to tfjs' own kernels.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -44,7 +46,7 @@ const filterGradSpec = (c: tf.backend_util.Conv2DInfo, g = geometry(c)): GemmSpe
   aAlong: 'm', // m = (kh, kw, ci): ci runs along x's channels
   bAlong: 'n', // n = co: along dy's channels
   loaders: `${g.wgsl}
-fn loadA(k : i32, m : i32) -> f32 {
+fn loadA(k : i32, m : i32, z : i32) -> f32 {
   let ci = m % inC;
   let tap = m / inC;
   let kw = tap % kW;
@@ -58,7 +60,7 @@ fn loadA(k : i32, m : i32) -> f32 {
   if (ih < 0 || ih >= inH || iw < 0 || iw >= inW) { return 0.0; }
   return x[((b * inH + ih) * inW + iw) * inC + ci];
 }
-fn loadB(k : i32, n : i32) -> f32 {
+fn loadB(k : i32, n : i32, z : i32) -> f32 {
   return dy[k * outC + n];
 }`,
 });
@@ -70,7 +72,7 @@ const inputGradSpec = (c: tf.backend_util.Conv2DInfo, g = geometry(c)): GemmSpec
   aAlong: 'k', // k = (kh, kw, co): co runs along dy's channels
   bAlong: 'k', // W[kh, kw, ci, co]: co is W's innermost axis
   loaders: `${g.wgsl}
-fn loadA(k : i32, m : i32) -> f32 {
+fn loadA(k : i32, m : i32, z : i32) -> f32 {
   let co = k % outC;
   let tap = k / outC;
   let kw = tap % kW;
@@ -87,12 +89,105 @@ fn loadA(k : i32, m : i32) -> f32 {
   if (oh >= outH || ow >= outW) { return 0.0; }
   return dy[((b * outH + oh) * outW + ow) * outC + co];
 }
-fn loadB(k : i32, n : i32) -> f32 {
+fn loadB(k : i32, n : i32, z : i32) -> f32 {
   let co = k % outC;
   let tap = k / outC;
   return w[(tap * inC + n) * outC + co];
 }`,
 });
+
+/** Along one axis, residue r of a stride: its taps r + s·j (j < taps), and its dx rows first + s·t (t < rows), whose q is q0 + t. */
+interface Residue {
+  taps: number;
+  q0: number;
+  first: number;
+  rows: number;
+}
+
+export function residues(size: number, kernel: number, stride: number, pad: number): Residue[] {
+  return Array.from({ length: stride }, (_, r) => {
+    const q0 = Math.ceil((pad - r) / stride);
+    return {
+      taps: Math.max(0, Math.ceil((kernel - r) / stride)),
+      q0,
+      first: q0 * stride + r - pad,
+      rows: Math.max(0, Math.floor((size - 1 + pad - r) / stride) - q0 + 1),
+    };
+  });
+}
+
+/** A WGSL function of the group z returning values[z]. */
+const table = (name: string, values: number[]) =>
+  `fn ${name}(z : i32) -> i32 {\n${values.map((v, z) => `  if (z == ${z}) { return ${v}; }`).join('\n')}\n  return 0;\n}`;
+
+/**
+ * The strided input gradient as one GEMM per residue pair z = rh·sw + rw: m = (n, t, u) over that pair's
+ * dx rows and columns, k = (jh, jw, co) over its taps kh = rh + sh·jh, kw = rw + sw·jw; dy's row for
+ * row t and tap jh is q0 + t − jh.
+ */
+function stridedInputGradSpec(c: tf.backend_util.Conv2DInfo, g = geometry(c)) {
+  const rowsOf = residues(c.inHeight, c.filterHeight, c.strideHeight, c.padInfo.top);
+  const colsOf = residues(c.inWidth, c.filterWidth, c.strideWidth, c.padInfo.left);
+  const pairs = rowsOf.flatMap((rh, i) => colsOf.map((rw, j) => ({ i, j, rh, rw })));
+  const field = (f: (p: (typeof pairs)[number]) => number) => pairs.map(f);
+  const groupM = field((p) => c.batchSize * p.rh.rows * p.rw.rows);
+  const spec: GemmSpec = {
+    key: `conv2d_input_grad_strided_${g.key}`,
+    inputs: ['dy', 'w'],
+    uniforms: '',
+    aAlong: 'k',
+    bAlong: 'k',
+    loaders: `${g.wgsl}
+${table('resRow', field((p) => p.i))}
+${table('resCol', field((p) => p.j))}
+${table('tapsH', field((p) => p.rh.taps))}
+${table('tapsW', field((p) => p.rw.taps))}
+${table('q0H', field((p) => p.rh.q0))}
+${table('q0W', field((p) => p.rw.q0))}
+${table('rowsH', field((p) => p.rh.rows))}
+${table('colsW', field((p) => p.rw.rows))}
+${table('firstH', field((p) => p.rh.first))}
+${table('firstW', field((p) => p.rw.first))}
+fn loadA(k : i32, m : i32, z : i32) -> f32 {
+  let co = k % outC;
+  let tap = k / outC;
+  let jw = tap % tapsW(z);
+  let jh = tap / tapsW(z);
+  let u = m % colsW(z);
+  let rest = m / colsW(z);
+  let t = rest % rowsH(z);
+  let b = rest / rowsH(z);
+  let oh = q0H(z) + t - jh;
+  let ow = q0W(z) + u - jw;
+  if (oh < 0 || oh >= outH || ow < 0 || ow >= outW) { return 0.0; }
+  return dy[((b * outH + oh) * outW + ow) * outC + co];
+}
+fn loadB(k : i32, n : i32, z : i32) -> f32 {
+  let co = k % outC;
+  let tap = k / outC;
+  let kh = resRow(z) + strideH * (tap / tapsW(z));
+  let kw = resCol(z) + strideW * (tap % tapsW(z));
+  return w[((kh * kW + kw) * inC + n) * outC + co];
+}`,
+    groups: {
+      count: pairs.length,
+      maxM: Math.max(...groupM),
+      outputShape: [c.batchSize, c.inHeight, c.inWidth, c.inChannels],
+      wgsl: `${table('groupM', groupM)}
+${table('groupK', field((p) => p.rh.taps * p.rw.taps * c.outChannels))}
+fn storeC(m : i32, n : i32, z : i32, v : f32) {
+  let u = m % colsW(z);
+  let rest = m / colsW(z);
+  let t = rest % rowsH(z);
+  let b = rest / rowsH(z);
+  let ih = firstH(z) + strideH * t;
+  let iw = firstW(z) + strideW * u;
+  result[((b * inH + ih) * inW + iw) * inC + n] = v;
+}`,
+    },
+  };
+  return spec;
+}
 
 function convInfo(xShape: number[], filterShape: number[], attrs: { strides: number | [number, number]; pad: unknown; dimRoundingMode?: unknown }) {
   return tf.backend_util.computeConv2DInfo(
@@ -132,6 +227,13 @@ export function conv2dBackpropInputWebgpuConfig(stock: KernelFunc | undefined): 
     const a = attrs as unknown as Conv2DBackpropInputAttrs;
     if (a.dataFormat !== 'NHWC' || dy.dtype !== 'float32') return fallback(stock, args, 'Conv2DBackpropInput', a.dataFormat);
     const c = convInfo(a.inputShape, filter.shape, a);
+    if (c.strideHeight * c.strideWidth > 1) {
+      const spec = stridedInputGradSpec(c);
+      const groups = spec.groups!;
+      const shape = { m: groups.maxM, n: c.inChannels, k: c.filterHeight * c.filterWidth * c.outChannels };
+      const product = runProgram(backend as WebGPUBackend, implicitGemmProgram(spec, shape, 1), [dy, filter], gemmUniforms(shape, shape.k));
+      return { dataId: product.dataId, shape: [...a.inputShape], dtype: 'float32' };
+    }
     const shape = { m: c.batchSize * c.inHeight * c.inWidth, n: c.inChannels, k: c.filterHeight * c.filterWidth * c.outChannels };
     const product = runProgram(backend as WebGPUBackend, implicitGemmProgram(inputGradSpec(c), shape, 1), [dy, filter], gemmUniforms(shape, shape.k));
     return { dataId: product.dataId, shape: [...a.inputShape], dtype: 'float32' };

@@ -12,6 +12,11 @@
  * Split K: with few output tiles and a long K (a filter gradient: C is a filter, K every position of
  * the batch), one tile per workgroup would leave most of a large GPU idle. Then K is cut into `splits`
  * ranges, `result` is [splits, M, N] partial products, and `sumSplitsProgram` adds them up.
+ *
+ * Groups: several independent products of their own M and K in one dispatch (`groups`, one per
+ * workgroup z), each storing its C where `storeC` says; a strided convolution's input gradient is one per
+ * residue class of dx's rows and columns (conv2d_backprop.ts). Groups share N and the tile grid, which
+ * covers the largest group's M; tiles past a smaller group's M load zeros and store nothing.
  */
 import { flatDispatch, program } from './program.js';
 import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
@@ -32,12 +37,18 @@ export interface GemmShape {
 export interface GemmSpec {
   key: string;
   inputs: string[];
-  /** WGSL: fn loadA(k : i32, m : i32) -> f32 and fn loadB(k : i32, n : i32) -> f32, plus helpers; may read uniforms. */
+  /** WGSL: fn loadA(k : i32, m : i32, z : i32) -> f32 and fn loadB(k : i32, n : i32, z : i32) -> f32 (z: the split or group), plus helpers; may read uniforms. */
   loaders: string;
   /** Uniform fields the loaders use (after the GEMM's own), and their order in `runProgram`'s uniforms. */
   uniforms: string;
   aAlong: 'k' | 'm';
   bAlong: 'k' | 'n';
+  /**
+   * Group mode: WGSL defining fn groupK(z : i32) -> i32 and fn groupM(z : i32) -> i32 (group z's K and M)
+   * and fn storeC(m : i32, n : i32, z : i32, v : f32), which writes into `result` of `outputShape`. The
+   * loaders get z as a third argument either way.
+   */
+  groups?: { count: number; maxM: number; outputShape: number[]; wgsl: string };
 }
 
 /** How many K ranges, each a multiple of TK long, for `shape` when split K is allowed. */
@@ -69,16 +80,18 @@ export function implicitGemmProgram(spec: GemmSpec, shape: GemmShape, splits: nu
       let kg = k0 + kk;
       let cg = ${name === 'A' ? 'm0' : 'n0'} + col;
       var v = 0.0;
-      if (kg < kEnd && cg < ${limit}) { v = ${loader}(kg, cg); }
+      if (kg < kEnd && cg < ${limit}) { v = ${loader}(kg, cg, split); }
       tile${name}[kk * TILE + col] = v;
     }`;
   };
+  const g = spec.groups;
+  if (g !== undefined && splits !== 1) throw new Error(`${spec.key}: a grouped product cannot also split K. Received: ${splits} splits: this is a bug`);
   return program({
-    key: `${spec.key}_gemm${spec.aAlong}${spec.bAlong}`,
+    key: `${spec.key}_gemm${spec.aAlong}${spec.bAlong}${g === undefined ? '' : `_groups${g.count}`}`,
     inputs: spec.inputs,
-    outputShape: [splits, shape.m, shape.n],
+    outputShape: g === undefined ? [splits, shape.m, shape.n] : g.outputShape,
     workgroupSize: [16, 16, 1],
-    dispatch: [Math.ceil(shape.n / TILE), Math.ceil(shape.m / TILE), splits],
+    dispatch: [Math.ceil(shape.n / TILE), Math.ceil((g?.maxM ?? shape.m) / TILE), g?.count ?? splits],
     uniforms: GEMM_UNIFORMS + spec.uniforms,
     code: `
 const TILE = ${TILE};
@@ -87,6 +100,7 @@ var<workgroup> tileA : array<f32, ${TK * TILE}>;
 var<workgroup> tileB : array<f32, ${TK * TILE}>;
 var<workgroup> splitShared : i32;
 ${spec.loaders}
+${g?.wgsl ?? ''}
 fn main(index : i32) {
   let tx = i32(localId.x);
   let ty = i32(localId.y);
@@ -96,12 +110,19 @@ fn main(index : i32) {
   // follow; the barriers in the K loop need its bounds to be provably uniform, so pass them through
   // workgroup memory.
   if (localIndex == 0u) { splitShared = i32(workgroupId.z); }
-  let split = workgroupUniformLoad(&splitShared);
-  let kBegin = split * uniforms.kPerSplit;
+  let split = workgroupUniformLoad(&splitShared); // the group in group mode
+  ${
+    g === undefined
+      ? `let kBegin = split * uniforms.kPerSplit;
   let kEnd = min(kBegin + uniforms.kPerSplit, uniforms.gemmK);
+  let mLimit = uniforms.gemmM;`
+      : `let kBegin = 0;
+  let kEnd = groupK(split);
+  let mLimit = groupM(split);`
+  }
   var acc : array<array<f32, 4>, 4>;
   for (var k0 = kBegin; k0 < kEnd; k0 = k0 + TK) {
-    ${loadTile('A', spec.aAlong, 'loadA', 'uniforms.gemmM')}
+    ${loadTile('A', spec.aAlong, 'loadA', 'mLimit')}
     ${loadTile('B', spec.bAlong, 'loadB', 'uniforms.gemmN')}
     workgroupBarrier();
     for (var kk = 0; kk < TK; kk = kk + 1) {
@@ -122,7 +143,7 @@ fn main(index : i32) {
     let m = m0 + ty + 16 * i;
     for (var j = 0; j < 4; j = j + 1) {
       let n = n0 + tx + 16 * j;
-      if (m < uniforms.gemmM && n < uniforms.gemmN) { result[base + m * uniforms.gemmN + n] = acc[i][j]; }
+      if (m < mLimit && n < uniforms.gemmN) { ${g === undefined ? 'result[base + m * uniforms.gemmN + n] = acc[i][j];' : 'storeC(m, n, split, acc[i][j]);'} }
     }
   }
 }`,
