@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSgdState, sgdStep } from '../src/coordinator/sgd.js';
 import { layoutHash, layoutOf, readState, statsPart, trainablePart } from '../src/model/flat.js';
+import { installInputConvolution, uninstallInputConvolution, withoutInputGradient } from '../src/model/kernels/input_convolution.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
 import { useCpu } from './helpers/cpu.js';
@@ -130,6 +131,67 @@ describe('computeGradients on a fixed batch', () => {
     }
     expect(tf.memory().numTensors).toBe(before);
     r.dispose();
+  });
+});
+
+describe('the first convolution without its input gradient', () => {
+  const convSpec = { name: 'tiny', width: 16, height: 16, depth: 3, classes: 4, seed: 5 } as const;
+
+  /** Gradients, loss, and the Conv2DBackpropInput kernels of one step, with the wrapper installed or not. */
+  async function step(installed: boolean) {
+    if (installed) installInputConvolution();
+    else uninstallInputConvolution();
+    const replica = new Replica(convSpec);
+    try {
+      let result: Awaited<ReturnType<Replica['computeGradients']>> | undefined;
+      const profile = await tf.profile(async () => {
+        result = await replica.computeGradients(fixedBatch(6), 7);
+        return [];
+      });
+      const inputGradients = profile.kernels.filter((k) => k.name === tf.Conv2DBackpropInput).length;
+      const convolutions = replica.model.layers.filter((l) => l.getClassName() === 'Conv2D').length;
+      return { result: result!, inputGradients, convolutions };
+    } finally {
+      replica.dispose();
+      installInputConvolution();
+    }
+  }
+
+  it('skips only the images’ gradient and leaves the step’s gradients, statistics and loss as they were', async () => {
+    const stock = await step(false);
+    const ours = await step(true);
+    expect(stock.inputGradients).toBe(stock.convolutions);
+    expect(ours.inputGradients).toBe(stock.convolutions - 1);
+    const rel = (a: Float32Array, b: Float32Array) => Math.sqrt(a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / b.reduce((s, v) => s + v * v, 0));
+    expect(rel(ours.result.grads, stock.result.grads)).toBeLessThan(1e-5);
+    expect(rel(ours.result.stats, stock.result.stats)).toBeLessThan(1e-6);
+    expect(ours.result.loss).toBeCloseTo(stock.result.loss, 5);
+  });
+
+  it('takes the plain path only for a marked tensor and a linear convolution, with the same values', async () => {
+    const x = tf.tensor4d(Array.from({ length: 32 }, (_, i) => (i % 7) - 3), [1, 4, 4, 2]);
+    const filter = tf.tensor4d([0.5, -1, 2, 0.25, 1, -0.5], [1, 1, 2, 3]);
+    const bias = tf.tensor1d([1, -2, 0.5]);
+    const run = async (mark: boolean, activation: 'linear' | 'relu') => {
+      let values: number[] = [];
+      const profile = await tf.profile(async () => {
+        const conv = () => tf.fused.conv2d({ x, filter, strides: 1, pad: 'same', bias, activation });
+        const y = mark ? withoutInputGradient(x, conv) : conv();
+        values = Array.from(await y.data());
+        y.dispose();
+        return [];
+      });
+      return { values, kernels: profile.kernels.map((k) => k.name).filter((n) => !n.endsWith('__op')) };
+    };
+    const unmarked = await run(false, 'linear');
+    const marked = await run(true, 'linear');
+    const relu = await run(true, 'relu');
+    expect(unmarked.kernels).toEqual(['FusedConv2D']);
+    expect(marked.kernels).toEqual(['Conv2D', 'Add']);
+    expect(relu.kernels).toEqual(['FusedConv2D']);
+    expect(marked.values).toEqual(unmarked.values);
+    expect(relu.values).toEqual(unmarked.values.map((v) => Math.max(0, v)));
+    tf.dispose([x, filter, bias]);
   });
 });
 

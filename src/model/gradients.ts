@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { Shard } from '../data/shard.js';
 import type { WeightLayout } from './flat.js';
+import { withoutInputGradient } from './kernels/input_convolution.js';
 import { pack } from './kernels/pack.js';
 import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
 import { setDropoutSeed } from './minigooglenet.js';
@@ -67,7 +68,8 @@ export async function computeGradients(
     const { xs, ys } = shardTensors(model, shard);
     let correct: tf.Tensor1D | undefined;
     const { value, grads } = tf.variableGrads(() => {
-      const probs = model.apply(xs, { training: true }) as tf.Tensor2D;
+      // The images need no gradient; the first convolution can skip it (kernels/input_convolution.ts).
+      const probs = withoutInputGradient(xs, () => model.apply(xs, { training: true })) as tf.Tensor2D;
       correct = tf.keep(correctPerExample(ys, probs));
       return crossEntropy(ys, probs);
     }, vars);

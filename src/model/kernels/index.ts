@@ -20,6 +20,7 @@ import { fusedBatchNormGradConfig } from './fused_batch_norm_grad.js';
 import { hostBatchNormKernels } from './host/batch_norm.js';
 import { hostElementwiseKernels, wasmIdentityKernel } from './host/elementwise.js';
 import { hostMaxPoolGradKernel } from './host/max_pool_grad.js';
+import { installInputConvolution } from './input_convolution.js';
 import { meanGradConfig } from './mean_grad.js';
 import { PACK, PACK_KERNELS } from './pack.js';
 import { reluGradConfig } from './relu_grad.js';
@@ -115,7 +116,8 @@ export function unregisterProjectKernels(backendName: KernelBackendName): void {
 /**
  * Replaces the Sum, Mean, FusedBatchNorm and Relu gradients (see their files), adds the gradient of the project's
  * BatchNormalization op and routes tfjs-layers' BatchNormalization through it where a backend has its
- * kernels (batch_norm_layer.ts); idempotent, backend-independent.
+ * kernels (batch_norm_layer.ts), and lets the first convolution skip its input's gradient
+ * (input_convolution.ts); idempotent, backend-independent.
  */
 export function registerProjectGradients(): void {
   tf.registerGradient(sumGradConfig);
@@ -124,5 +126,6 @@ export function registerProjectGradients(): void {
   tf.registerGradient(batchNormTrainingGradConfig);
   tf.registerGradient(reluGradConfig);
   installFusedBatchNormalization();
+  installInputConvolution();
 }
 
