@@ -293,6 +293,30 @@ describe.each(['wasm', 'cpu'] as const)('BatchNormalization, ReLU gradient and c
   });
 });
 
+describe('AvgPoolGrad on wasm equals the stock cpu kernel', () => {
+  const cases: Array<{ title: string; shape: number[]; filter: number; strides: number; pad: 'same' | 'valid' }> = [
+    { title: 'global 7×7 (MiniGoogLeNet’s last pooling)', shape: [3, 7, 7, 5], filter: 7, strides: 7, pad: 'valid' },
+    { title: '3×3/2 valid, overlapping windows, rows left over', shape: [2, 10, 9, 3], filter: 3, strides: 2, pad: 'valid' },
+    { title: '3×3/2 same (padded: the stock kernel)', shape: [2, 8, 7, 3], filter: 3, strides: 2, pad: 'same' },
+  ];
+  it.each(cases)('$title', async ({ shape, filter, strides, pad }) => {
+    const run = async () => {
+      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+      const x = tf.tensor4d(randomArray(shape, 7), shape as [number, number, number, number]);
+      const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
+      const dy = tf.tensor(randomArray(outShape, 8), outShape);
+      const dx = tf.grad((t: tf.Tensor) => tf.avgPool(t as tf.Tensor4D, filter, strides, pad))(x, dy);
+      const out = Array.from(await dx.data());
+      tf.dispose([x, dy, dx]);
+      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+      return out;
+    };
+    const expected = await stockCpu(run);
+    await tf.setBackend('wasm');
+    expect(relativeError(await run(), expected)).toBeLessThanOrEqual(1e-6);
+  });
+});
+
 describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
   const cases: Array<{ title: string; shape: number[]; filter: number; strides: number; pad: 'same' | 'valid'; ties: boolean }> = [
     { title: '3×3/2 valid, odd input (the downsample module)', shape: [2, 11, 11, 5], filter: 3, strides: 2, pad: 'valid', ties: false },

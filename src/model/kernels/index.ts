@@ -19,6 +19,7 @@ import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { fusedBatchNormGradConfig } from './fused_batch_norm_grad.js';
 import { hostBatchNormKernels } from './host/batch_norm.js';
 import { hostElementwiseKernels, wasmIdentityKernel } from './host/elementwise.js';
+import { wasmAvgPoolGradKernel } from './host/avg_pool_grad.js';
 import { hostMaxPoolGradKernel } from './host/max_pool_grad.js';
 import { installInputConvolution } from './input_convolution.js';
 import { meanGradConfig } from './mean_grad.js';
@@ -38,7 +39,7 @@ const FUSED_OPS = [...Object.keys(WEBGPU_BATCH_NORM_KERNELS), ...Object.keys(WEB
 
 /** Which kernels each backend gets (each file says why; backend.ts has the cpu measurements, bench/ENGINE.md webgpu's and wasm's). */
 export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
-  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad, tf.Identity, PACK],
+  wasm: [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.SplitV, ...FUSED_OPS, tf.Sum, tf.MaxPoolGrad, tf.AvgPoolGrad, tf.Identity, PACK],
   cpu: [tf.Conv2DBackpropFilter, ...FUSED_OPS, tf.Sum, PACK],
   webgpu: [
     ...FUSED_OPS,
@@ -62,6 +63,10 @@ const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefin
   [tf.Identity]: (backendName, stock) => {
     if (backendName !== 'wasm') throw new Error(`the project's Identity is for wasm (the others share data already). Received: backend ${backendName}`);
     return wasmIdentityKernel(stock);
+  },
+  [tf.AvgPoolGrad]: (backendName, stock) => {
+    if (backendName !== 'wasm') throw new Error(`the project's AvgPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
+    return wasmAvgPoolGradKernel(stock);
   },
   [tf.MaxPoolGrad]: (backendName) => {
     if (backendName !== 'wasm') throw new Error(`the project's MaxPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
