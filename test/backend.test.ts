@@ -2,6 +2,7 @@
  * setupBackend: what each name resolves to, its errors, and the scenario the wasm kernels exist for:
  * a whole training step's gradient on wasm equals tfjs' stock cpu backend.
  */
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { describeBackends, setupBackend, type BackendName } from '../src/model/backend.js';
@@ -57,6 +58,19 @@ describe('setupBackend', () => {
     const handle = await setupBackend('wasm');
     expect(handle.device).toBe('CPU (wasm SIMD, 1 thread)');
     await handle.close();
+  });
+
+  it.each([
+    ['an uncaught exception', "setTimeout(() => { throw new Error('boom from a test'); });"],
+    ['an unhandled rejection', "Promise.reject(new Error('boom from a test'));"],
+  ])('after wasm starts, %s ends the process with its own message, not the wasm module’s source', (_, crash) => {
+    const backend = new URL('../src/model/backend.ts', import.meta.url).pathname;
+    const code = `const { setupBackend } = await import(${JSON.stringify(backend)}); await setupBackend('wasm'); ${crash}`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('boom from a test');
+    // With Emscripten's handlers, Node printed their one-line minified module first: about 200 KB.
+    expect(r.stderr.length).toBeLessThan(5_000);
   });
 
   it('tensorflow without @tensorflow/tfjs-node-gpu installed says how to opt in', async () => {

@@ -138,7 +138,18 @@ async function setupWasm(project: boolean): Promise<BackendHandle> {
   // a trailing separator is what Emscripten's Node loader expects; bundlers would move them).
   const dist = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm')) + '/';
   wasm.setWasmPaths(dist);
-  if (!(await tf.setBackend('wasm'))) throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend wasm failed to initialize from ${dist}`);
+  // Emscripten's Node glue adds process-wide handlers that rethrow every uncaught exception and unhandled
+  // rejection from inside its own one-line minified module, so Node prints that whole line (hundreds of
+  // kilobytes) above the error. Node's own handling does the same without it: drop the handlers added.
+  const before = { uncaughtException: process.listeners('uncaughtException'), unhandledRejection: process.listeners('unhandledRejection') };
+  const ready = await tf.setBackend('wasm');
+  for (const listener of process.listeners('uncaughtException')) {
+    if (!before.uncaughtException.includes(listener)) process.removeListener('uncaughtException', listener);
+  }
+  for (const listener of process.listeners('unhandledRejection')) {
+    if (!before.unhandledRejection.includes(listener)) process.removeListener('unhandledRejection', listener);
+  }
+  if (!ready) throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend wasm failed to initialize from ${dist}`);
   if (project) registerProjectKernels('wasm');
   const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) ? ' SIMD' : '';
   const threads = wasm.getThreadsCount();
