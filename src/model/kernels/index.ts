@@ -50,28 +50,26 @@ export const PROJECT_KERNELS: Record<KernelBackendName, readonly string[]> = {
   ],
 };
 
-const BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {
+type Builder = (backendName: string, stock: KernelFunc | undefined) => KernelConfig;
+
+/** A kernel that only wasm gets: the others' own is fine already (`why`). */
+const wasmOnly =
+  (kernelName: string, why: string, build: (stock: KernelFunc | undefined) => KernelConfig): Builder =>
+  (backendName, stock) => {
+    if (backendName !== 'wasm') throw new Error(`the project's ${kernelName} is for wasm (${why}). Received: backend ${backendName}`);
+    return build(stock);
+  };
+
+const BUILDERS: Record<string, Builder> = {
   [tf.Conv2DBackpropFilter]: (backendName) => conv2dBackpropFilterConfig(backendName),
   [tf.Conv2DBackpropInput]: conv2dBackpropInputConfig,
-  [tf.SplitV]: (backendName, stock) => {
-    if (backendName !== 'wasm') throw new Error(`the project's SplitV works on the wasm heap only. Received: backend ${backendName}`);
-    return splitVConfig(stock);
-  },
+  [tf.SplitV]: wasmOnly(tf.SplitV, 'it works on the wasm heap', splitVConfig),
   ...Object.fromEntries(FUSED_OPS.map((name) => [name, (backendName: string) => hostKernels(backendName, undefined)[name]])),
   [tf.Sum]: (backendName, stock) => hostKernels(backendName, stock)[tf.Sum],
   [PACK]: (backendName) => PACK_KERNELS[backendName as 'wasm' | 'cpu'],
-  [tf.Identity]: (backendName, stock) => {
-    if (backendName !== 'wasm') throw new Error(`the project's Identity is for wasm (the others share data already). Received: backend ${backendName}`);
-    return wasmIdentityKernel(stock);
-  },
-  [tf.AvgPoolGrad]: (backendName, stock) => {
-    if (backendName !== 'wasm') throw new Error(`the project's AvgPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
-    return wasmAvgPoolGradKernel(stock);
-  },
-  [tf.MaxPoolGrad]: (backendName) => {
-    if (backendName !== 'wasm') throw new Error(`the project's MaxPoolGrad is for wasm (cpu's own is JavaScript already). Received: backend ${backendName}`);
-    return hostMaxPoolGradKernel(backendName);
-  },
+  [tf.Identity]: wasmOnly(tf.Identity, 'the others share data already', wasmIdentityKernel),
+  [tf.AvgPoolGrad]: wasmOnly(tf.AvgPoolGrad, "cpu's own is JavaScript already", wasmAvgPoolGradKernel),
+  [tf.MaxPoolGrad]: wasmOnly(tf.MaxPoolGrad, "cpu's own is JavaScript already", () => hostMaxPoolGradKernel('wasm')),
 };
 
 /** JavaScript loops over the values of the CPU backends (host/). */
@@ -81,7 +79,7 @@ function hostKernels(backendName: string, stockSum: KernelFunc | undefined): Rec
 }
 
 /** webgpu kernels are WGSL programs of their own (kernels/webgpu/), not compositions of tfjs kernels. */
-const WEBGPU_BUILDERS: Record<string, (backendName: string, stock: KernelFunc | undefined) => KernelConfig> = {
+const WEBGPU_BUILDERS: Record<string, Builder> = {
   ...Object.fromEntries(Object.entries({ ...WEBGPU_BATCH_NORM_KERNELS, ...WEBGPU_ELEMENTWISE_KERNELS }).map(([name, config]) => [name, () => config])),
   [tf.Conv2DBackpropFilter]: (_, stock) => conv2dBackpropFilterWebgpuConfig(stock),
   [tf.Conv2DBackpropInput]: (_, stock) => conv2dBackpropInputWebgpuConfig(stock),
