@@ -4,6 +4,7 @@
  *
  *   npm run bench:engine -- --backend wasm --batch 64 --steps 5 [--model minigooglenet] [--out file.json]
  *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels stock   # tfjs' own kernels only
+ *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels project-forward   # + the project's forward convolution
  *
  * Prints one table row and, with --out, writes {backend, device, model, batch, steps, kernels, msPerStep,
  * imgPerSec, kernelsPerStep, hostMsPerStep, dispatchesPerStep, uploadBytesPerStep}. The first step (kernel compilation,
@@ -35,7 +36,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { setupBackend, type BackendName, type KernelSet } from '../src/model/backend.js';
+import { KERNEL_SETS, setupBackend, type BackendName, type KernelSet } from '../src/model/backend.js';
 import { countGpuWork, type Upload } from '../src/model/kernels/webgpu/counters.js';
 import type { ModelName } from '../src/model/minigooglenet.js';
 import { Replica } from '../src/model/replica.js';
@@ -181,11 +182,11 @@ async function cli(): Promise<void> {
       json: { type: 'boolean', default: false },
     },
   });
-  if (values.kernels !== 'project' && values.kernels !== 'stock') {
-    throw new Error(`--kernels must be project or stock. Received: ${JSON.stringify(values.kernels)}`);
+  if (!(KERNEL_SETS as readonly string[]).includes(values.kernels!)) {
+    throw new Error(`--kernels must be one of ${KERNEL_SETS.join(', ')}. Received: ${JSON.stringify(values.kernels)}`);
   }
   const r = await benchEngine({
-    kernels: values.kernels,
+    kernels: values.kernels as KernelSet,
     backend: values.backend as BackendName,
     batch: Number(values.batch),
     steps: Number(values.steps),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU engine's whole check in one device call, about 5–8 minutes on an H100/H200:
 #   1. the webgpu correctness tests (project kernels vs the cpu backend, a whole step's gradients),
-#   2. bench:engine on webgpu at batch 64 and 256, the project's kernels and tfjs' stock ones,
+#   2. bench:engine on webgpu at batch 64 and 256: the project's kernels, the same plus its opt-in forward
+#      convolution (project-forward: whether it beats tfjs' own decides the default), and tfjs' stock ones,
 #   3. the PyTorch reference (bench/pytorch_minigooglenet.py) on the same card,
 # then one table with img/s and the ratio to PyTorch. On the GPU machine, from the project root:
 #   bash ../shared/device/pack.sh                              # here, once, after npm ci
@@ -31,9 +32,9 @@ echo "== 2. bench:engine on webgpu"
 # Steps per run: enough for a stable mean at the expected speeds (30 and 7 steps), few enough for the stock
 # kernels (10 and 2 steps; about 0.5 s/step at batch 64 and 1.6 s/step at 256 on an H200). Each run also
 # spends a warm-up, a counted and a profiled step.
-for kernels in project stock; do
+for kernels in project project-forward stock; do
   for batch in $batches; do
-    steps=$([ "$kernels" = project ] && echo $((images / batch)) || echo $((images / 3 / batch)))
+    steps=$([ "$kernels" = stock ] && echo $((images / 3 / batch)) || echo $((images / batch)))
     [ "$steps" -ge 1 ] || steps=1
     if ! timeout 150 node --import tsx bench/engine.ts --backend webgpu --model "$model" --kernels "$kernels" --batch "$batch" --steps "$steps" --json \
       >>"$out/engine.jsonl" 2>"$out/engine-$kernels-$batch.err"; then

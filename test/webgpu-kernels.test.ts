@@ -12,7 +12,7 @@ import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
 import { setupBackend, type BackendHandle } from '../src/model/backend.js';
 import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
-import { unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { WEBGPU_FORWARD_KERNELS, registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
 import { pack } from '../src/model/kernels/pack.js';
 import { buildModel } from '../src/model/minigooglenet.js';
 import { countGpuWork } from '../src/model/kernels/webgpu/counters.js';
@@ -75,6 +75,16 @@ async function convGradients(c: ConvCase): Promise<[Float32Array, Float32Array]>
   ];
 }
 
+/** [fused conv2d with a bias, conv2d] of one case on the current backend, from seeded inputs. */
+async function convForward(c: ConvCase): Promise<[Float32Array, Float32Array]> {
+  const channels = c.filter[3];
+  const attrs = { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', dilations: 1 };
+  return [
+    await runKernel(tf.FusedConv2D, { x: [randomArray(c.x, 1), c.x], filter: [randomArray(c.filter, 3), c.filter], bias: [randomArray([channels], 4), [channels]] }, { ...attrs, activation: 'linear' }),
+    await runKernel(tf.Conv2D, { x: [randomArray(c.x, 1), c.x], filter: [randomArray(c.filter, 3), c.filter] }, attrs),
+  ];
+}
+
 /** Sums over every axis but the last (the project's kernel; the second over several row chunks), then one tfjs keeps. */
 const SUM_CASES: Array<[number[], number[]]> = [
   [[2, 5, 7, 12], [0, 1, 2]],
@@ -91,6 +101,7 @@ describe.skipIf(!gpu.available)(gpu.available ? `project webgpu kernels on ${gpu
     await setupBackend('cpu');
     unregisterProjectKernels('cpu'); // tfjs' own cpu kernels are the reference
     for (const c of CONV_CASES) expected.set(c.title, await convGradients(c));
+    for (const c of CONV_CASES) expected.set(`forward ${c.title}`, await convForward(c));
     for (const shape of BN_SHAPES) expected.set(`bn ${shape}`, await batchNormStep(shape));
     for (const [shape, axis] of SUM_CASES) {
       expected.set(`sum ${shape} ${axis}`, [await runKernel(tf.Sum, { x: [randomArray(shape, 8), shape] }, { axis, keepDims: false })]);
@@ -106,6 +117,22 @@ describe.skipIf(!gpu.available)(gpu.available ? `project webgpu kernels on ${gpu
     const [dwCpu, dxCpu] = expected.get(c.title)!;
     expect(relativeError(dw, dwCpu)).toBeLessThanOrEqual(TOLERANCE);
     expect(relativeError(dx, dxCpu)).toBeLessThanOrEqual(TOLERANCE);
+  });
+
+  it.each(CONV_CASES)('the opt-in forward convolution, $title, equals the stock cpu kernels with and without a bias', async (c) => {
+    registerProjectKernels('webgpu', WEBGPU_FORWARD_KERNELS);
+    try {
+      const profile = await tf.profile(async () => {
+        const [fused, plain] = await convForward(c);
+        const [fusedCpu, plainCpu] = expected.get(`forward ${c.title}`)!;
+        expect(relativeError(fused, fusedCpu)).toBeLessThanOrEqual(TOLERANCE);
+        expect(relativeError(plain, plainCpu)).toBeLessThanOrEqual(TOLERANCE);
+        return [];
+      });
+      expect(profile.kernels.map((k) => k.name)).toEqual([tf.FusedConv2D, tf.Conv2D]);
+    } finally {
+      unregisterProjectKernels('webgpu', WEBGPU_FORWARD_KERNELS);
+    }
   });
 
   it.each(BN_SHAPES.map((shape) => ({ shape, title: shape.join('×') })))(

@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { TrainpoolError } from '../util/errors.js';
 import { adapterName, describeAdapter, isSoftware, listAdapters, noAdapterError, type DawnModule } from './webgpu-adapters.js';
-import { registerProjectGradients, registerProjectKernels, unregisterProjectKernels } from './kernels/index.js';
+import { PROJECT_KERNELS, WEBGPU_FORWARD_KERNELS, registerProjectGradients, registerProjectKernels, unregisterProjectKernels } from './kernels/index.js';
 
 export type BackendName = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
@@ -30,12 +30,15 @@ export interface BackendOptions {
   adapterIndex?: number;
   /**
    * 'stock' runs tfjs' own kernels and gradients only, for before/after benchmarks (bench/engine.ts
-   * --kernels stock); it must be chosen in a fresh process, as gradients registered earlier stay. Default 'project'.
+   * --kernels stock); it must be chosen in a fresh process, as gradients registered earlier stay.
+   * 'project-forward' adds, on webgpu, the project's forward convolution (kernels/webgpu/conv2d_forward.ts),
+   * opt-in until a GPU measurement says it pays. Default 'project'.
    */
   kernels?: KernelSet;
 }
 
-export type KernelSet = 'project' | 'stock';
+export type KernelSet = 'project' | 'project-forward' | 'stock';
+export const KERNEL_SETS: readonly KernelSet[] = ['project', 'project-forward', 'stock'];
 
 /** The installed packages that provide tfjs' 'tensorflow' backend; never a dependency of this project. */
 const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
@@ -55,13 +58,14 @@ export async function setupBackend(name: BackendName, options: BackendOptions = 
   // TensorFlow.js in Node.js" banner and notices about kernels re-registered here. (Per-op NaN checks are
   // the separate DEBUG flag, off by default.)
   tf.env().set('PROD', true);
-  const project = (options.kernels ?? 'project') === 'project';
+  const kernels = options.kernels ?? 'project';
+  const project = kernels !== 'stock';
   if (project) registerProjectGradients();
   switch (name) {
     case 'tensorflow':
       return setupTensorflow();
     case 'webgpu':
-      return setupWebgpu(options.adapterIndex, false, project);
+      return setupWebgpu(options.adapterIndex, false, project, kernels === 'project-forward');
     case 'wasm':
       return setupWasm(project);
     case 'cpu':
@@ -168,7 +172,7 @@ async function setupCpu(project: boolean): Promise<BackendHandle> {
 
 type NavigatorHolder = { navigator?: { gpu?: GPU } };
 
-async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean, project: boolean): Promise<BackendHandle> {
+async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean, project: boolean, forward = false): Promise<BackendHandle> {
   const dawn = (await import('webgpu')) as unknown as DawnModule;
   // GPUBufferUsage, GPUMapMode, ... must exist as globals before tfjs-backend-webgpu runs.
   Object.assign(globalThis, dawn.globals);
@@ -223,7 +227,7 @@ async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boole
     throw new TrainpoolError('BACKEND_UNAVAILABLE', `backend webgpu: tfjs-backend-webgpu failed to start on ${description}`);
   }
   // Ours go over tfjs' own (kernels/index.ts says which and why); 'stock' puts tfjs' back.
-  if (project) registerProjectKernels('webgpu');
+  if (project) registerProjectKernels('webgpu', forward ? [...PROJECT_KERNELS.webgpu, ...WEBGPU_FORWARD_KERNELS] : PROJECT_KERNELS.webgpu);
   else unregisterProjectKernels('webgpu');
   return { name: 'webgpu', device: description, close };
 }

@@ -30,6 +30,7 @@ import { sumGradConfig } from './sum_grad.js';
 import { WEBGPU_BATCH_NORM_KERNELS } from './webgpu/batch_norm.js';
 import { columnSumConfig } from './webgpu/column_sum.js';
 import { conv2dBackpropFilterWebgpuConfig, conv2dBackpropInputWebgpuConfig } from './webgpu/conv2d_backprop.js';
+import { conv2dForwardWebgpuConfig, fusedConv2dForwardWebgpuConfig } from './webgpu/conv2d_forward.js';
 import { WEBGPU_ELEMENTWISE_KERNELS } from './webgpu/elementwise.js';
 
 export type KernelBackendName = 'wasm' | 'cpu' | 'webgpu';
@@ -85,7 +86,12 @@ const WEBGPU_BUILDERS: Record<string, Builder> = {
   [tf.Conv2DBackpropInput]: (_, stock) => conv2dBackpropInputWebgpuConfig(stock),
   [tf.Sum]: (_, stock) => columnSumConfig(stock),
   [PACK]: () => PACK_KERNELS.webgpu,
+  [tf.Conv2D]: (_, stock) => conv2dForwardWebgpuConfig(stock),
+  [tf.FusedConv2D]: (_, stock) => fusedConv2dForwardWebgpuConfig(stock),
 };
+
+/** Opt-in webgpu kernels (setupBackend's kernel set 'project-forward'): the forward convolution (webgpu/conv2d_forward.ts). */
+export const WEBGPU_FORWARD_KERNELS: readonly string[] = [tf.Conv2D, tf.FusedConv2D];
 
 /** The kernelFuncs that were registered before ours, by `${backend}/${kernel}`; undefined if none was. */
 const stockKernels = new Map<string, KernelFunc | undefined>();
@@ -105,11 +111,11 @@ export function registerProjectKernels(backendName: KernelBackendName, kernelNam
   }
 }
 
-/** Puts tfjs' own kernels back (or none where tfjs has none); for benchmarks and tests. */
-export function unregisterProjectKernels(backendName: KernelBackendName): void {
+/** Puts tfjs' own kernels back (or none where tfjs has none), all of them or `kernelNames`; for benchmarks and tests. */
+export function unregisterProjectKernels(backendName: KernelBackendName, kernelNames?: readonly string[]): void {
   for (const [key, stock] of stockKernels) {
     const [name, kernelName] = key.split('/');
-    if (name !== backendName) continue;
+    if (name !== backendName || (kernelNames !== undefined && !kernelNames.includes(kernelName))) continue;
     tf.unregisterKernel(kernelName, backendName);
     if (stock !== undefined) tf.registerKernel({ kernelName, backendName, kernelFunc: stock });
     stockKernels.delete(key);

@@ -27,7 +27,7 @@ import { runProgram } from './program.js';
  * a multiply and shift, where by a uniform they are a long instruction sequence, and the loaders do
  * several per value loaded. Costs one pipeline per distinct geometry (about 20 in MiniGoogLeNet).
  */
-function geometry(c: tf.backend_util.Conv2DInfo): { key: string; wgsl: string } {
+export function geometry(c: tf.backend_util.Conv2DInfo): { key: string; wgsl: string } {
   const values: Record<string, number> = {
     batch: c.batchSize, inH: c.inHeight, inW: c.inWidth, inC: c.inChannels, outH: c.outHeight, outW: c.outWidth,
     outC: c.outChannels, kH: c.filterHeight, kW: c.filterWidth, strideH: c.strideHeight, strideW: c.strideWidth,

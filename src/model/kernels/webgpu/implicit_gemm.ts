@@ -49,6 +49,8 @@ export interface GemmSpec {
    * loaders get z as a third argument either way.
    */
   groups?: { count: number; maxM: number; outputShape: number[]; wgsl: string };
+  /** WGSL defining fn epilogue(m : i32, n : i32, v : f32) -> f32, applied to each value stored (a bias add); not with split K. */
+  epilogue?: string;
 }
 
 /** How many K ranges, each a multiple of TK long, for `shape` when split K is allowed. */
@@ -85,7 +87,9 @@ export function implicitGemmProgram(spec: GemmSpec, shape: GemmShape, splits: nu
     }`;
   };
   const g = spec.groups;
-  if (g !== undefined && splits !== 1) throw new Error(`${spec.key}: a grouped product cannot also split K. Received: ${splits} splits: this is a bug`);
+  if ((g !== undefined || spec.epilogue !== undefined) && splits !== 1) {
+    throw new Error(`${spec.key}: a grouped product or one with an epilogue cannot also split K. Received: ${splits} splits: this is a bug`);
+  }
   return program({
     key: `${spec.key}_gemm${spec.aAlong}${spec.bAlong}${g === undefined ? '' : `_groups${g.count}`}`,
     inputs: spec.inputs,
@@ -101,6 +105,7 @@ var<workgroup> tileB : array<f32, ${TK * TILE}>;
 var<workgroup> splitShared : i32;
 ${spec.loaders}
 ${g?.wgsl ?? ''}
+${spec.epilogue ?? 'fn epilogue(m : i32, n : i32, v : f32) -> f32 { return v; }'}
 fn main(index : i32) {
   let tx = i32(localId.x);
   let ty = i32(localId.y);
@@ -143,7 +148,7 @@ fn main(index : i32) {
     let m = m0 + ty + 16 * i;
     for (var j = 0; j < 4; j = j + 1) {
       let n = n0 + tx + 16 * j;
-      if (m < mLimit && n < uniforms.gemmN) { ${g === undefined ? 'result[base + m * uniforms.gemmN + n] = acc[i][j];' : 'storeC(m, n, split, acc[i][j]);'} }
+      if (m < mLimit && n < uniforms.gemmN) { ${g === undefined ? 'result[base + m * uniforms.gemmN + n] = epilogue(m, n, acc[i][j]);' : 'storeC(m, n, split, acc[i][j]);'} }
     }
   }
 }`,
