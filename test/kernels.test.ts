@@ -264,7 +264,10 @@ describe.each(['wasm', 'cpu'] as const)('BatchNormalization, ReLU gradient and c
       dx.dispose();
       return [];
     });
-    expect(profile.kernels.map((k) => k.name)).toContain('TrainpoolReluGrad');
+    // cpu runs the project's one-pass kernel; wasm keeps step and multiply, which XNNPACK runs faster.
+    const names = profile.kernels.map((k) => k.name);
+    if (backend === 'cpu') expect(names).toContain('TrainpoolReluGrad');
+    else expect(names).toEqual(expect.arrayContaining(['Step', 'Multiply']));
     tf.dispose([x, dy]);
   });
 

@@ -103,24 +103,29 @@ export class KernelComposer {
     }
   }
 
-  /** Frees every intermediate except `result` (a reshape of one only drops that one's extra reference). */
-  private release(result?: TensorInfo): void {
-    const viewReturned = result !== undefined && this.views.includes(result);
+  /** Frees every intermediate except the results (a reshape of one only drops that one's extra reference). */
+  private release(results: readonly TensorInfo[]): void {
+    const viewReturned = results.some((r) => this.views.includes(r));
     for (const v of this.views.slice()) this.disposeView(v);
-    for (const t of this.made) if (t !== result) this.backend.disposeData(t.dataId);
+    for (const t of this.made) if (!results.includes(t)) this.backend.disposeData(t.dataId);
     this.made.length = 0;
     if (viewReturned) throw new Error('KernelComposer: a view cannot be a kernel\'s result: this is a bug');
   }
 
   /** Runs `body`, then frees its intermediates; on an exception frees them all and rethrows. */
   static compose(backendName: string, backend: KernelBackend, body: (k: KernelComposer) => TensorInfo): TensorInfo {
+    return KernelComposer.composeAll(backendName, backend, (k) => [body(k)])[0];
+  }
+
+  /** compose for a kernel with several outputs. */
+  static composeAll(backendName: string, backend: KernelBackend, body: (k: KernelComposer) => TensorInfo[]): TensorInfo[] {
     const k = new KernelComposer(backendName, backend);
-    let result: TensorInfo | undefined;
+    let results: TensorInfo[] = [];
     try {
-      result = body(k);
-      return result;
+      results = body(k);
+      return results;
     } finally {
-      k.release(result);
+      k.release(results);
     }
   }
 }
