@@ -16,28 +16,21 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelComposer } from './compose.js';
+import { residues, type Residue } from './residues.js';
 
-/** One residue along one axis: its taps, the dy padding that aligns them, and which dx rows it writes. */
-interface Residue {
-  r: number;
-  taps: number; // M_r
+/** A residue along one axis, and the dy padding of the stride-1 convolution that computes its rows. */
+interface Planned extends Residue {
   padBefore: number;
   padAfter: number;
-  skip: number; // leading output rows of the convolution that are not dx rows
-  first: number; // dx row of output row `skip` (then every s-th)
-  rows: number; // how many dx rows
+  skip: number; // leading output rows of the convolution that are not dx rows (dx row `first` comes next)
 }
 
-function residues(size: number, outSize: number, kernel: number, stride: number, padBefore: number): Residue[] {
-  return Array.from({ length: stride }, (_, r) => {
-    const taps = Math.max(0, Math.ceil((kernel - r) / stride));
-    const q0 = Math.ceil((padBefore - r) / stride);
-    const rows = Math.max(0, Math.floor((size - 1 + padBefore - r) / stride) - q0 + 1);
-    const before = taps - 1 - q0; // dy padding that puts dy[q0 − (M − 1)] at the first output row
-    const pb = Math.max(0, before);
+function planned(size: number, outSize: number, kernel: number, stride: number, pad: number): Planned[] {
+  return residues(size, kernel, stride, pad).map((res) => {
+    const before = res.taps - 1 - res.q0; // dy padding that puts dy[q0 − (M − 1)] at the first output row
+    const padBefore = Math.max(0, before);
     const skip = Math.max(0, -before);
-    const pa = Math.max(0, rows + skip + taps - 1 - pb - outSize);
-    return { r, taps, padBefore: pb, padAfter: pa, skip, first: q0 * stride + r - padBefore, rows };
+    return { ...res, padBefore, skip, padAfter: Math.max(0, res.rows + skip + res.taps - 1 - padBefore - outSize) };
   });
 }
 
@@ -46,8 +39,8 @@ export function stridedInputGradient(k: KernelComposer, dy: TensorInfo, filter: 
   const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
   const wasm = k.backend as BackendWasm;
   const dx = k.empty([n, inHeight, inWidth, cin]);
-  const rowResidues = residues(inHeight, outHeight, kh, sh, padInfo.top);
-  const colResidues = residues(inWidth, outWidth, kw, sw, padInfo.left);
+  const rowResidues = planned(inHeight, outHeight, kh, sh, padInfo.top);
+  const colResidues = planned(inWidth, outWidth, kw, sw, padInfo.left);
   const w = k.backend.readSync(filter.dataId) as Float32Array; // a copy, [KH, KW, Cin, Cout]
   // Pixels of a residue pair with no tap get no convolution: zero them all first (before any is written).
   if (rowResidues.some((r) => r.taps === 0) || colResidues.some((r) => r.taps === 0)) (wasm.typedArrayFromHeap(dx) as Float32Array).fill(0);

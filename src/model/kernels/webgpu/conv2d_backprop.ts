@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Conv2DBackpropFilterAttrs, Conv2DBackpropInputAttrs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { gemmUniforms, implicitGemmProgram, planSplits, sumSplitsProgram, sumSplitsUniforms, type GemmSpec } from './implicit_gemm.js';
+import { residues } from '../residues.js';
 import { runProgram } from './program.js';
 
 /**
@@ -95,26 +96,6 @@ fn loadB(k : i32, n : i32, z : i32) -> f32 {
   return w[(tap * inC + n) * outC + co];
 }`,
 });
-
-/** Along one axis, residue r of a stride: its taps r + s·j (j < taps), and its dx rows first + s·t (t < rows), whose q is q0 + t. */
-interface Residue {
-  taps: number;
-  q0: number;
-  first: number;
-  rows: number;
-}
-
-export function residues(size: number, kernel: number, stride: number, pad: number): Residue[] {
-  return Array.from({ length: stride }, (_, r) => {
-    const q0 = Math.ceil((pad - r) / stride);
-    return {
-      taps: Math.max(0, Math.ceil((kernel - r) / stride)),
-      q0,
-      first: q0 * stride + r - pad,
-      rows: Math.max(0, Math.floor((size - 1 + pad - r) / stride) - q0 + 1),
-    };
-  });
-}
 
 /** A WGSL function of the group z returning values[z]. */
 const table = (name: string, values: number[]) =>
