@@ -40,6 +40,26 @@ export function geometry(c: tf.backend_util.Conv2DInfo): { key: string; wgsl: st
   };
 }
 
+/**
+ * WGSL over the geometry constants and an input `x`: the value of zero-padded x that filter position
+ * `tapChannel` = (kh, kw, ci) meets at output position `position` = (n, oh, ow). The forward convolution's
+ * A operand, and the filter gradient's with its axes swapped.
+ */
+export const X_PATCH = `fn xPatch(position : i32, tapChannel : i32) -> f32 {
+  let ci = tapChannel % inC;
+  let tap = tapChannel / inC;
+  let kw = tap % kW;
+  let kh = tap / kW;
+  let ow = position % outW;
+  let rest = position / outW;
+  let oh = rest % outH;
+  let b = rest / outH;
+  let ih = oh * strideH + kh - padTop;
+  let iw = ow * strideW + kw - padLeft;
+  if (ih < 0 || ih >= inH || iw < 0 || iw >= inW) { return 0.0; }
+  return x[((b * inH + ih) * inW + iw) * inC + ci];
+}`;
+
 const filterGradSpec = (c: tf.backend_util.Conv2DInfo, g = geometry(c)): GemmSpec => ({
   key: `conv2d_filter_grad_${g.key}`,
   inputs: ['x', 'dy'],
@@ -47,20 +67,8 @@ const filterGradSpec = (c: tf.backend_util.Conv2DInfo, g = geometry(c)): GemmSpe
   aAlong: 'm', // m = (kh, kw, ci): ci runs along x's channels
   bAlong: 'n', // n = co: along dy's channels
   loaders: `${g.wgsl}
-fn loadA(k : i32, m : i32, z : i32) -> f32 {
-  let ci = m % inC;
-  let tap = m / inC;
-  let kw = tap % kW;
-  let kh = tap / kW;
-  let ow = k % outW;
-  let rest = k / outW;
-  let oh = rest % outH;
-  let b = rest / outH;
-  let ih = oh * strideH + kh - padTop;
-  let iw = ow * strideW + kw - padLeft;
-  if (ih < 0 || ih >= inH || iw < 0 || iw >= inW) { return 0.0; }
-  return x[((b * inH + ih) * inW + iw) * inC + ci];
-}
+${X_PATCH}
+fn loadA(k : i32, m : i32, z : i32) -> f32 { return xPatch(k, m); }
 fn loadB(k : i32, n : i32, z : i32) -> f32 {
   return dy[k * outC + n];
 }`,

@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Conv2DAttrs, FusedConv2DAttrs, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { geometry } from './conv2d_backprop.js';
+import { X_PATCH, geometry } from './conv2d_backprop.js';
 import { gemmUniforms, implicitGemmProgram, type GemmSpec } from './implicit_gemm.js';
 import { runProgram } from './program.js';
 
@@ -23,20 +23,8 @@ function forwardSpec(c: tf.backend_util.Conv2DInfo, withBias: boolean, g = geome
     aAlong: 'k', // k = (kh, kw, ci): ci runs along x's channels
     bAlong: 'n', // W[kh, kw, ci, co] as a [k, n] matrix: n = co is its innermost axis
     loaders: `${g.wgsl}
-fn loadA(k : i32, m : i32, z : i32) -> f32 {
-  let ci = k % inC;
-  let tap = k / inC;
-  let kw = tap % kW;
-  let kh = tap / kW;
-  let ow = m % outW;
-  let rest = m / outW;
-  let oh = rest % outH;
-  let b = rest / outH;
-  let ih = oh * strideH + kh - padTop;
-  let iw = ow * strideW + kw - padLeft;
-  if (ih < 0 || ih >= inH || iw < 0 || iw >= inW) { return 0.0; }
-  return x[((b * inH + ih) * inW + iw) * inC + ci];
-}
+${X_PATCH}
+fn loadA(k : i32, m : i32, z : i32) -> f32 { return xPatch(m, k); }
 fn loadB(k : i32, n : i32, z : i32) -> f32 {
   return w[k * outC + n];
 }`,
