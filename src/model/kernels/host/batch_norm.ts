@@ -20,7 +20,7 @@ import {
   type BatchNormMovingStatsAttrs,
   type BatchNormTrainingAttrs,
 } from '../batch_norm_training.js';
-import { hostKernel, type HostBackendName } from './tensors.js';
+import { floatInputs, hostKernel, type HostBackendName } from './tensors.js';
 
 const channelsOf = (x: TensorInfo): number => x.shape[x.shape.length - 1];
 const epsilonOf = (attrs: NamedAttrMap): number => (attrs as unknown as BatchNormTrainingAttrs).epsilon;
@@ -153,7 +153,7 @@ function movingStats([movingMean, movingVariance, stats]: Float32Array[], [mean,
  */
 function wasmTraining(): KernelFunc {
   return ({ inputs, backend, attrs = {} }) => {
-    const { x, scale, offset } = floats(inputs, ['x', 'scale', 'offset'], BATCH_NORM_TRAINING);
+    const { x, scale, offset } = floatInputs(inputs, ['x', 'scale', 'offset'], BATCH_NORM_TRAINING, 'wasm');
     const wasm = backend as BackendWasm;
     return KernelComposer.composeAll('wasm', wasm, (k) => {
       const channels = channelsOf(x);
@@ -177,7 +177,7 @@ function wasmTraining(): KernelFunc {
 
 function wasmInputGrad(): KernelFunc {
   return ({ inputs, backend, attrs = {} }) => {
-    const { dy, x, stats, scale, dscale, doffset } = floats(inputs, ['dy', 'x', 'stats', 'scale', 'dscale', 'doffset'], BATCH_NORM_INPUT_GRAD);
+    const { dy, x, stats, scale, dscale, doffset } = floatInputs(inputs, ['dy', 'x', 'stats', 'scale', 'dscale', 'doffset'], BATCH_NORM_INPUT_GRAD, 'wasm');
     const wasm = backend as BackendWasm;
     return KernelComposer.compose('wasm', wasm, (k) => {
       const channels = channelsOf(x);
@@ -198,15 +198,6 @@ function wasmInputGrad(): KernelFunc {
       return k.run('Add', { a: sum, b: k.constant(d, [channels]) });
     });
   };
-}
-
-function floats(inputs: unknown, names: string[], kernel: string): Record<string, TensorInfo> {
-  const named = inputs as Record<string, TensorInfo | undefined>;
-  for (const n of names) {
-    const t = named[n];
-    if (t === undefined || t.dtype !== 'float32') throw new Error(`${kernel} (trainpool, wasm) needs a float32 input ${n}. Received: ${t === undefined ? 'none' : t.dtype}`);
-  }
-  return named as Record<string, TensorInfo>;
 }
 
 export function hostBatchNormKernels(backendName: HostBackendName): Record<string, KernelConfig> {

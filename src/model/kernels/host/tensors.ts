@@ -33,17 +33,24 @@ export function hostKernel(
   body: HostBody,
 ): KernelFunc {
   return ({ inputs, backend, attrs = {} }) => {
-    const infos = names.map((n) => {
-      const t = (inputs as Record<string, TensorInfo | undefined>)[n];
-      if (t === undefined || t.dtype !== 'float32') {
-        throw new Error(`${kernelName} (trainpool, ${backendName}) needs a float32 input ${n}. Received: ${t === undefined ? 'none' : t.dtype}`);
-      }
-      return t;
-    });
+    const named = floatInputs(inputs, names, kernelName, backendName);
+    const infos = names.map((n) => named[n]);
     const shapes = outputShapes(infos, attrs);
     const outs = backendName === 'wasm' ? onWasm(backend as BackendWasm, infos, shapes, body, attrs) : onCpu(backend as MathBackendCPU, infos, shapes, body, attrs);
     return outs.length === 1 ? outs[0] : outs;
   };
+}
+
+/** The named inputs of a kernel call, each checked to be there and float32. */
+export function floatInputs(inputs: unknown, names: readonly string[], kernelName: string, backendName: HostBackendName): Record<string, TensorInfo> {
+  const named = inputs as Record<string, TensorInfo | undefined>;
+  for (const n of names) {
+    const t = named[n];
+    if (t === undefined || t.dtype !== 'float32') {
+      throw new Error(`${kernelName} (trainpool, ${backendName}) needs a float32 input ${n}. Received: ${t === undefined ? 'none' : t.dtype}`);
+    }
+  }
+  return named as Record<string, TensorInfo>;
 }
 
 function onWasm(wasm: BackendWasm, inputs: TensorInfo[], shapes: number[][], body: HostBody, attrs: NamedAttrMap): TensorInfo[] {
