@@ -296,6 +296,27 @@ describe.each(['wasm', 'cpu'] as const)('BatchNormalization, ReLU gradient and c
   });
 });
 
+/** dx of `pool` on the current backend for x = `values` and a seeded dy; fails on a leaked tensor. */
+async function poolGradient(
+  pool: typeof tf.avgPool,
+  values: Float32Array,
+  shape: number[],
+  filter: number,
+  strides: number,
+  pad: 'same' | 'valid',
+  dySeed: number,
+): Promise<number[]> {
+  const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
+  const x = tf.tensor4d(values, shape as [number, number, number, number]);
+  const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
+  const dy = tf.tensor(randomArray(outShape, dySeed), outShape);
+  const dx = tf.grad((t: tf.Tensor) => pool(t as tf.Tensor4D, filter, strides, pad))(x, dy);
+  const out = Array.from(await dx.data());
+  tf.dispose([x, dy, dx]);
+  expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
+  return out;
+}
+
 describe('AvgPoolGrad on wasm equals the stock cpu kernel', () => {
   const cases: Array<{ title: string; shape: number[]; filter: number; strides: number; pad: 'same' | 'valid' }> = [
     { title: 'global 7×7 (MiniGoogLeNet’s last pooling)', shape: [3, 7, 7, 5], filter: 7, strides: 7, pad: 'valid' },
@@ -303,17 +324,7 @@ describe('AvgPoolGrad on wasm equals the stock cpu kernel', () => {
     { title: '3×3/2 same (padded: the stock kernel)', shape: [2, 8, 7, 3], filter: 3, strides: 2, pad: 'same' },
   ];
   it.each(cases)('$title', async ({ shape, filter, strides, pad }) => {
-    const run = async () => {
-      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
-      const x = tf.tensor4d(randomArray(shape, 7), shape as [number, number, number, number]);
-      const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
-      const dy = tf.tensor(randomArray(outShape, 8), outShape);
-      const dx = tf.grad((t: tf.Tensor) => tf.avgPool(t as tf.Tensor4D, filter, strides, pad))(x, dy);
-      const out = Array.from(await dx.data());
-      tf.dispose([x, dy, dx]);
-      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
-      return out;
-    };
+    const run = () => poolGradient(tf.avgPool, randomArray(shape, 7), shape, filter, strides, pad, 8);
     const expected = await stockCpu(run);
     await tf.setBackend('wasm');
     expect(relativeError(await run(), expected)).toBeLessThanOrEqual(1e-6);
@@ -329,17 +340,7 @@ describe('MaxPoolGrad on wasm equals the stock cpu kernel', () => {
   ];
   it.each(cases)('$title', async ({ shape, filter, strides, pad, ties }) => {
     const values = randomArray(shape, 5).map((v) => (ties ? Math.max(0, Math.round(v * 2)) : v));
-    const run = async () => {
-      const before = { tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() };
-      const x = tf.tensor4d(values, shape as [number, number, number, number]);
-      const outShape = tf.backend_util.computePool2DInfo(x.shape, filter, strides, 1, pad).outShape;
-      const dy = tf.tensor(randomArray(outShape, 6), outShape);
-      const dx = tf.grad((t: tf.Tensor) => tf.maxPool(t as tf.Tensor4D, filter, strides, pad))(x, dy);
-      const out = Array.from(await dx.data());
-      tf.dispose([x, dy, dx]);
-      expect({ tensors: tf.memory().numTensors, data: tf.engine().backend.numDataIds() }).toEqual(before);
-      return out;
-    };
+    const run = () => poolGradient(tf.maxPool, values, shape, filter, strides, pad, 6);
     const expected = await stockCpu(run);
     await tf.setBackend('wasm');
     const got = await run();
