@@ -9,6 +9,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, SumAttrs, TensorInfo } from '@tensorflow/tfjs-core';
+import { isColumnSum } from '../reductions.js';
 import { RELU_GRAD } from '../relu_grad.js';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { rowsPerBlock } from './batch_norm.js';
@@ -46,13 +47,6 @@ function columnSum([x]: Float32Array[], [out]: Float32Array[]): void {
     }
   }
   out.set(acc);
-}
-
-/** Whether a Sum reduces exactly the leading axes of a float32 tensor of rank ≥ 2, keeping the last. */
-function isColumnSum(x: TensorInfo, axis: number | number[]): boolean {
-  if (x.dtype !== 'float32' || x.shape.length < 2 || tf.util.sizeFromShape(x.shape) === 0) return false;
-  const axes = tf.util.parseAxisParam(axis, x.shape).slice().sort((a, b) => a - b);
-  return axes.length === x.shape.length - 1 && axes.every((a, i) => a === i);
 }
 
 export function hostElementwiseKernels(backendName: HostBackendName, stockSum: KernelFunc | undefined): Record<string, KernelConfig> {

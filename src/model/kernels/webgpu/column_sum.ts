@@ -11,6 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { KernelConfig, KernelFunc, SumAttrs, TensorInfo } from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { isColumnSum } from '../reductions.js';
 import { chunkSumsProgram, planChunks, planUniforms, sumChunksProgram } from './chunked_reduce.js';
 import { runProgram } from './program.js';
 
@@ -19,14 +20,13 @@ export function columnSumConfig(stock: KernelFunc | undefined): KernelConfig {
     const { inputs, backend, attrs } = args;
     const { x } = inputs as { x: TensorInfo };
     const { axis, keepDims } = attrs as unknown as SumAttrs;
-    const rank = x.shape.length;
-    const axes = tf.util.parseAxisParam(axis, x.shape).sort((a, b) => a - b);
-    const leading = rank >= 2 && axes.length === rank - 1 && axes.every((a, i) => a === i);
-    const size = tf.util.sizeFromShape(x.shape);
-    if (!leading || x.dtype !== 'float32' || size === 0) {
+    if (!isColumnSum(x, axis)) {
+      const axes = tf.util.parseAxisParam(axis, x.shape);
       if (stock === undefined) throw new Error(`Sum on webgpu (trainpool) handles float32 sums over every axis but the last only. Received: ${x.dtype} [${x.shape}] axes [${axes}]`);
       return stock(args);
     }
+    const rank = x.shape.length;
+    const size = tf.util.sizeFromShape(x.shape);
     const b = backend as WebGPUBackend;
     const channels = x.shape[rank - 1];
     const plan = planChunks(size / channels, channels);
