@@ -24,7 +24,7 @@
  * slower than a timed one), and set against msPerStep it says whether a step is bound by the GPU or by the
  * host; elsewhere it is each kernel call's wall time (profiledKernelClock says which).
  *
- * On webgpu, one more step of its own is counted at the WebGPU API (src/model/kernels/webgpu/counters.ts):
+ * On webgpu, one more step of its own is counted at the WebGPU API (src/engine/diagnostics/webgpu-counters.ts):
  * dispatchesPerStep, every compute dispatch; uploadBytesPerStep, every byte written from the CPU to the GPU
  * (queue.writeBuffer, which carries each program's uniforms, plus write-mapped buffers, which carry tensor
  * values), less the input batch: the step's images (batch·32·32·3 float32) and labels (batch int32) are
@@ -36,8 +36,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { KERNEL_SETS, setupBackend, type BackendName, type KernelSet } from '../src/model/backend.js';
-import { countGpuWork, type Upload } from '../src/model/kernels/webgpu/counters.js';
+import { KERNEL_SETS, setupBackend, type BackendName, type KernelSet } from '../src/engine/backend.js';
+import { countGpuWork, type Upload } from '../src/engine/diagnostics/webgpu-counters.js';
 import type { ModelName } from '../src/model/minigooglenet.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';

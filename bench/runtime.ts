@@ -5,15 +5,15 @@
  *     scaling efficiency throughput(G) / (G · throughput(1)) and the exchange share of a step.
  * Run through `npm run bench` (bench/run.ts), which also measures augmentation and training.
  */
-import { ProcessWorker } from '../src/coordinator/workers.js';
+import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { freshState, train, type StepInfo } from '../src/coordinator/trainer.js';
 import { AugmentPool } from '../src/data/augment-pool.js';
 
 /** MiniGoogLeNet's trainable weights and BN statistics (32×32×3, 10 classes). */
 export const MINIGOOGLENET_SIZES = { trainableSize: 1_652_826, statsSize: 3_424 };
 
-function fakeWorker(rank: number, delayMs: number): ProcessWorker {
-  return new ProcessWorker({
+function fakeWorker(rank: number, delayMs: number): WorkerHandle {
+  return new WorkerHandle({
     config: {
       rank,
       model: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },

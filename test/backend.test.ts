@@ -5,9 +5,9 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
-import { describeBackends, setupBackend, type BackendName } from '../src/model/backend.js';
-import { adapterNameFor, parseAdapterListing } from '../src/model/webgpu-adapters.js';
-import { unregisterProjectKernels, registerProjectKernels } from '../src/model/kernels/index.js';
+import { describeBackends, setupBackend, type BackendName } from '../src/engine/backend.js';
+import { adapterNameFor, parseAdapterListing } from '../src/engine/webgpu-adapters.js';
+import { unregisterProjectKernels, registerProjectKernels } from '../src/engine/registry.js';
 import { buildModel } from '../src/model/minigooglenet.js';
 import { isTrainpoolError } from '../src/util/errors.js';
 import { gradientsOf, relativeError } from './helpers/gradcheck.js';
@@ -64,7 +64,7 @@ describe('setupBackend', () => {
     ['an uncaught exception', "setTimeout(() => { throw new Error('boom from a test'); });"],
     ['an unhandled rejection', "Promise.reject(new Error('boom from a test'));"],
   ])('after wasm starts, %s ends the process with its own message, not the wasm module’s source', (_, crash) => {
-    const backend = new URL('../src/model/backend.ts', import.meta.url).pathname;
+    const backend = new URL('../src/engine/backend.ts', import.meta.url).pathname;
     const code = `const { setupBackend } = await import(${JSON.stringify(backend)}); await setupBackend('wasm'); ${crash}`;
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status).toBe(1);

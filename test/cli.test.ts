@@ -1,12 +1,12 @@
 /** bin/train as a user runs it: the end-to-end run, the outputs, and bad input. */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadExportedModel } from '../src/coordinator/report/export.js';
+import { loadExportedModel } from '../src/model/export.js';
 import { useCpu } from './helpers/cpu.js';
 
 const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));

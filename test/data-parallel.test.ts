@@ -3,11 +3,12 @@
  * tiny model, synthetic data) against one process training on the concatenated batch.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { average } from '../src/coordinator/average.js';
+import { average } from '../src/coordinator/optim/average.js';
 import { TrainingPlan } from '../src/coordinator/plan.js';
-import { createSgdState, sgdStep } from '../src/coordinator/sgd.js';
+import { createSgdState, sgdStep } from '../src/coordinator/optim/sgd.js';
 import { freshState, train, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
-import { ProcessWorker, type ReplicaClient, type StepRequest, type StepResult, type VersionedState } from '../src/coordinator/workers.js';
+import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../src/coordinator/replica-client.js';
+import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { makeSynthetic } from '../src/data/synthetic.js';
 import { meanImage } from '../src/data/mean.js';
 import type { ModelSpec } from '../src/model/minigooglenet.js';
@@ -50,15 +51,15 @@ async function initialState(spec: ModelSpec): Promise<TrainingState> {
   return freshState(weights, trainableSize);
 }
 
-const started: ProcessWorker[] = [];
-async function workers(spec: ModelSpec, count: number): Promise<ProcessWorker[]> {
+const started: WorkerHandle[] = [];
+async function workers(spec: ModelSpec, count: number): Promise<WorkerHandle[]> {
   const hash = new Replica(spec);
   const layoutHash = hash.layoutHash;
   hash.dispose();
   const ws = Array.from(
     { length: count },
     (_, rank) =>
-      new ProcessWorker({ config: { rank, model: spec, backend: 'cpu', gpu: null, compute: { kind: 'model' }, layoutHash } }),
+      new WorkerHandle({ config: { rank, model: spec, backend: 'cpu', gpu: null, compute: { kind: 'model' }, layoutHash } }),
   );
   started.push(...ws);
   await Promise.all(ws.map((w) => w.start()));

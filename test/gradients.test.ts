@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSgdState, sgdStep } from '../src/coordinator/sgd.js';
-import { layoutHash, layoutOf, readState, statsPart, trainablePart } from '../src/model/flat.js';
-import { installInputConvolution, uninstallInputConvolution, withoutInputGradient } from '../src/model/kernels/input_convolution.js';
+import { createSgdState, sgdStep } from '../src/coordinator/optim/sgd.js';
+import { layoutHash, layoutOf, statsPart, trainablePart } from '../src/model/flat.js';
+import { installInputConvolution, uninstallInputConvolution, withoutInputGradient } from '../src/engine/patches/input_convolution.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
 import { useCpu } from './helpers/cpu.js';

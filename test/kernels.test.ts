@@ -5,11 +5,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { setupBackend } from '../src/model/backend.js';
-import { fusedBatchNormGradConfig } from '../src/model/kernels/fused_batch_norm_grad.js';
-import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
-import { registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
-import { PACK, pack } from '../src/model/kernels/pack.js';
+import { setupBackend } from '../src/engine/backend.js';
+import { fusedBatchNormGradConfig } from '../src/engine/gradients/fused_batch_norm_grad.js';
+import { batchNormTraining } from '../src/engine/ops/batch_norm_training.js';
+import { registerProjectKernels, unregisterProjectKernels } from '../src/engine/registry.js';
+import { PACK, pack } from '../src/engine/ops/pack.js';
 import { BN_SHAPES, batchNormStep } from './helpers/batchnorm.js';
 import { randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
 
@@ -205,7 +205,7 @@ describe('FusedBatchNorm gradient', () => {
   });
 });
 
-/** The host kernels (src/model/kernels/host/): JavaScript loops over the wasm heap or the cpu backend's arrays. */
+/** The host kernels (src/engine/wasm-and-cpu/): JavaScript loops over the wasm heap or the cpu backend's arrays. */
 describe.each(['wasm', 'cpu'] as const)('BatchNormalization, ReLU gradient and column Sum on %s', (backend) => {
   it.each(BN_SHAPES.map((shape) => ({ shape, title: shape.join('×') })))(
     'a BatchNormalization layer trained on a $title batch gives the stock cpu path’s loss, gradients and moving statistics, leaving nothing behind',

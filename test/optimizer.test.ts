@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { average } from '../src/coordinator/average.js';
-import { learningRate, polyDecay } from '../src/coordinator/schedule.js';
-import { createSgdState, sgdStep } from '../src/coordinator/sgd.js';
+import { average } from '../src/coordinator/optim/average.js';
+import { learningRate, polyDecay } from '../src/coordinator/optim/schedule.js';
+import { createSgdState, sgdStep } from '../src/coordinator/optim/sgd.js';
 import { useCpu } from './helpers/cpu.js';
 
 beforeAll(useCpu);

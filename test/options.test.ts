@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseArgs, type ResolvedConfig } from '../src/cli/options.js';
+import { parseArgs } from '../src/cli/options.js';
+import type { ResolvedConfig } from '../src/config/config.js';
 
 const none: { index: number; name: string }[] = [];
 const twoGpus = [{ index: 0, name: 'NVIDIA H100' }, { index: 1, name: 'NVIDIA H100' }];

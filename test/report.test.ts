@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formatEpochLine, formatMetric } from '../src/coordinator/report/epoch-line.js';
-import { exportModel, loadExportedModel } from '../src/coordinator/report/export.js';
+import { exportModel, loadExportedModel } from '../src/model/export.js';
 import { historyCsv, historyJson, writeHistory } from '../src/coordinator/report/history.js';
 import { plotSpec, renderPlot } from '../src/coordinator/report/plot.js';
 import type { EpochRecord } from '../src/coordinator/trainer.js';

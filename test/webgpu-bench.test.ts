@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { benchEngine, bytesLessInput, kernelTimes, mainThreadCpuNs } from '../bench/engine.js';
-import type { Upload } from '../src/model/kernels/webgpu/counters.js';
+import type { Upload } from '../src/engine/diagnostics/webgpu-counters.js';
 
 const mapped = (bytes: number): Upload => ({ bytes, via: 'mapped' });
 const uniforms = (bytes: number): Upload => ({ bytes, via: 'writeBuffer' });

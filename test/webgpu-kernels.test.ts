@@ -1,5 +1,5 @@
 /**
- * The project's webgpu kernels (src/model/kernels/webgpu/) against tfjs' stock cpu backend, on fixed and
+ * The project's webgpu kernels (src/engine/webgpu/) against tfjs' stock cpu backend, on fixed and
  * seeded-random shapes, within 1e-4 relative; the GPU work counters on a known op sequence; how many
  * dispatches the fused BatchNormalization takes; and no tensor or GPU buffer left behind.
  *
@@ -10,12 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import '@tensorflow/tfjs-backend-cpu';
-import { setupBackend, type BackendHandle } from '../src/model/backend.js';
-import { batchNormTraining } from '../src/model/kernels/batch_norm_training.js';
-import { WEBGPU_FORWARD_KERNELS, registerProjectKernels, unregisterProjectKernels } from '../src/model/kernels/index.js';
-import { pack } from '../src/model/kernels/pack.js';
+import { setupBackend, type BackendHandle } from '../src/engine/backend.js';
+import { batchNormTraining } from '../src/engine/ops/batch_norm_training.js';
+import { WEBGPU_FORWARD_KERNELS, registerProjectKernels, unregisterProjectKernels } from '../src/engine/registry.js';
+import { pack } from '../src/engine/ops/pack.js';
 import { buildModel } from '../src/model/minigooglenet.js';
-import { countGpuWork } from '../src/model/kernels/webgpu/counters.js';
+import { countGpuWork } from '../src/engine/diagnostics/webgpu-counters.js';
 import { Rng } from '../src/util/random.js';
 import { BN_SHAPES, batchNormStep } from './helpers/batchnorm.js';
 import { gradientsOf, randomArray, relativeError, runKernel } from './helpers/gradcheck.js';

@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { describeBackends, setupBackend } from '../src/model/backend.js';
-import { unregisterProjectKernels } from '../src/model/kernels/index.js';
+import { describeBackends, setupBackend } from '../src/engine/backend.js';
+import { unregisterProjectKernels } from '../src/engine/registry.js';
 import { buildModel } from '../src/model/minigooglenet.js';
 import { isTrainpoolError } from '../src/util/errors.js';
 import { gradientsOf, randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
@@ -97,7 +97,7 @@ describe.skipIf(!webgpu.available)(webgpu.available ? `webgpu on ${webgpu.detail
   it('a process that trains one step on webgpu and closes the backend exits by itself within 5 s', async () => {
     const script = `
       import * as tf from '@tensorflow/tfjs-core';
-      import { setupBackend } from '${ROOT}src/model/backend.ts';
+      import { setupBackend } from '${ROOT}src/engine/backend.ts';
       import { buildModel } from '${ROOT}src/model/minigooglenet.ts';
       import { gradientsOf } from '${ROOT}test/helpers/gradcheck.ts';
       const handle = await setupBackend('webgpu');

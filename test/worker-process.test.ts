@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProcessWorker } from '../src/coordinator/workers.js';
+import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { Channel } from '../src/protocol/channel.js';
 import type { WorkerConfig } from '../src/protocol/messages.js';
 import { waitGone } from './helpers/process.js';
@@ -20,9 +20,9 @@ const fake = (o: Partial<WorkerConfig> = {}): WorkerConfig => ({
 });
 
 
-const workers: ProcessWorker[] = [];
-const make = (config: WorkerConfig, o: Partial<ConstructorParameters<typeof ProcessWorker>[0]> = {}) => {
-  const w = new ProcessWorker({ config, ...o });
+const workers: WorkerHandle[] = [];
+const make = (config: WorkerConfig, o: Partial<ConstructorParameters<typeof WorkerHandle>[0]> = {}) => {
+  const w = new WorkerHandle({ config, ...o });
   workers.push(w);
   return w;
 };

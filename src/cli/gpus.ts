@@ -9,11 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-
-export interface Gpu {
-  index: number;
-  name: string;
-}
+import type { Gpu } from '../config/config.js';
 
 export function discoverGpus(env: NodeJS.ProcessEnv = process.env): Gpu[] {
   const forced = env.TRAINPOOL_GPUS;
@@ -59,8 +55,4 @@ function fromProc(): Gpu[] | null {
   } catch {
     return null;
   }
-}
-
-export function describeGpus(gpus: Gpu[]): string {
-  return gpus.length === 0 ? 'none' : gpus.map((g) => `${g.index}: ${g.name}`).join('; ');
 }

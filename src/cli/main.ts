@@ -12,17 +12,15 @@
  *
  * Exit codes: 0 done, 1 failed, 2 usage error (nothing started), 130 interrupted (SIGINT/SIGTERM).
  */
-import pino from 'pino';
-import { runTraining } from '../coordinator/run.js';
 import { DATASET_SHAPES } from '../data/dataset.js';
-import { setupBackend } from '../model/backend.js';
+import { setupBackend } from '../engine/backend.js';
 import { buildModel } from '../model/minigooglenet.js';
 import { summary } from '../model/summary.js';
 import { isTrainpoolError } from '../util/errors.js';
 import { discoverGpus } from './gpus.js';
-import { helpText, parseArgs, type ResolvedConfig } from './options.js';
-import { preflight } from './preflight.js';
-import { resolveResume, type Resumption } from './resume.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { helpText, parseArgs } from './options.js';
+import { prepareRun, trainPrepared, type PreparedRun } from './start.js';
 
 export async function main(argv: string[]): Promise<number> {
   let config: ResolvedConfig | 'help';
@@ -37,13 +35,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   try {
     if (config.summary) return await printSummary(config);
-    let resume: Resumption | null = null;
-    if (config.resume) {
-      resume = resolveResume(config);
-      config = resume.config;
-    }
-    await preflight(config);
-    return await run(config, resume);
+    return await run(await prepareRun(config));
   } catch (e) {
     return fail(e);
   }
@@ -59,11 +51,7 @@ async function printSummary(config: ResolvedConfig): Promise<number> {
   return 0;
 }
 
-async function run(config: ResolvedConfig, resume: Resumption | null): Promise<number> {
-  const logger = pino(
-    { level: config.logLevel, base: { pid: process.pid } },
-    config.logFile ? pino.destination({ dest: config.logFile, sync: true }) : pino.destination(2),
-  );
+async function run(prepared: PreparedRun): Promise<number> {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -76,20 +64,15 @@ async function run(config: ResolvedConfig, resume: Resumption | null): Promise<n
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    for (const why of resume?.checkpoint.skipped ?? []) {
-      process.stderr.write(`train: warning: skipped ${why}\n`);
-      logger.warn({ skipped: why }, 'checkpoint skipped');
-    }
-    const result = await runTraining(
-      config,
-      { out: (line) => process.stdout.write(`${line}\n`), logger, stopRequested: () => stopping },
-      resume?.checkpoint.data ?? null,
-    );
+    const result = await trainPrepared(prepared, {
+      out: (line) => process.stdout.write(`${line}\n`),
+      warn: (line) => process.stderr.write(`train: warning: ${line}\n`),
+      stopRequested: () => stopping,
+    });
     return result.stopped === 'requested' ? 130 : 0;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    logger.flush();
   }
 }
 

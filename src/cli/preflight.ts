@@ -9,7 +9,8 @@ import path from 'node:path';
 import { stepsPerEpoch } from '../coordinator/plan.js';
 import { renderPlot } from '../coordinator/report/plot.js';
 import { checkDataset, type DatasetCheck } from '../data/load.js';
-import { datasetOptions, UsageError, type ResolvedConfig } from './options.js';
+import { UsageError, type ResolvedConfig } from '../config/config.js';
+import { datasetOptions } from '../config/resolve.js';
 
 /** Creates `dir` if needed and proves it writable by writing and removing a file there. */
 export function assertWritableDir(option: string, dir: string): void {

@@ -20,8 +20,10 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
+import type { ShapingConfig } from '../config/config.js';
 import { TrainpoolError } from '../util/errors.js';
 import type { EpochRecord } from './trainer.js';
+import { pad8 } from '../util/align.js';
 
 const MAGIC = 'TPCKPT01';
 const VERSION = 1;
@@ -35,8 +37,8 @@ export interface CheckpointData {
   /** Sums of the step losses and accuracies of the unfinished epoch, so its record comes out whole. */
   partial: { lossSum: number; accSum: number };
   history: EpochRecord[];
-  /** The options that shape training (model, data, batch, workers, optimizer, seed, ...). */
-  config: Record<string, unknown>;
+  /** The options that shape training (model, data, batch, workers, optimizer, seed, ...): config.ts SHAPING_KEYS. */
+  config: ShapingConfig;
   layoutHash: string;
   weights: Float32Array;
   velocity: Float32Array;
@@ -50,7 +52,6 @@ interface Header extends Omit<CheckpointData, 'weights' | 'velocity' | 'mean'> {
   sha256: string;
 }
 
-const pad8 = (n: number) => (n + 7) & ~7;
 const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 function fileName(epoch: number, step: number): string {

@@ -5,19 +5,20 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { datasetOptions, type ResolvedConfig } from '../cli/options.js';
+import { DEFAULTS, publicConfig, shapingConfig, type ResolvedConfig } from '../config/config.js';
+import { datasetOptions } from '../config/resolve.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
 import { loadDataset } from '../data/load.js';
 import { meanImage } from '../data/mean.js';
-import { setupBackend } from '../model/backend.js';
+import { setupBackend } from '../engine/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 import { Replica } from '../model/replica.js';
 import { TrainpoolError } from '../util/errors.js';
 import { writeCheckpoint, type CheckpointData } from './checkpoint.js';
 import { stepsPerEpoch } from './plan.js';
 import { formatEpochLine } from './report/epoch-line.js';
-import { exportModel } from './report/export.js';
+import { exportModel } from '../model/export.js';
 import { writeFileAtomic, writeHistory } from './report/history.js';
 import { renderPlot } from './report/plot.js';
 import { EpochProgress } from './report/progress.js';
@@ -101,7 +102,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: config.workers });
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
     io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
-    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup 5 epochs)` : ''}, momentum ${config.momentum}`);
+    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}`);
     if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
     io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null }, 'run started');
 
@@ -121,8 +122,8 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
         trainCount: data.train.count,
         testCount: data.test.count,
         testOffset: data.train.count,
-        evalChunk: 500,
-        prefetch: 2,
+        evalChunk: DEFAULTS.evalChunk,
+        prefetch: DEFAULTS.prefetchSteps,
       },
       start,
       {
@@ -200,41 +201,4 @@ export function parseChaos(spec: string | undefined): { kill: Map<number, Set<nu
     }
   }
   return chaos;
-}
-
-/** The options that shape training: a resumed run must use the same ones (cli/resume.ts). */
-export function shapingConfig(config: ResolvedConfig): Record<string, unknown> {
-  return {
-    model: config.model,
-    dataset: config.dataset,
-    batchSize: config.batchSize,
-    workers: config.workers,
-    lr: config.lr,
-    epochs: config.epochs,
-    momentum: config.momentum,
-    seed: config.seed,
-    scaleLr: config.scaleLr,
-    limitTrain: config.limitTrain,
-    limitTest: config.limitTest,
-  };
-}
-
-/** The configuration as it goes into history JSON and logs. */
-export function publicConfig(config: ResolvedConfig): Record<string, unknown> {
-  return {
-    model: config.model,
-    dataset: config.dataset,
-    backend: config.backend,
-    gpus: config.gpus.map((g) => g.name),
-    workers: config.workers,
-    epochs: config.epochs,
-    lr: config.lr,
-    batch_size: config.batchSize,
-    global_batch_size: config.batchSize * config.workers,
-    momentum: config.momentum,
-    seed: config.seed,
-    scale_lr: config.scaleLr,
-    limit_train: config.limitTrain,
-    limit_test: config.limitTest,
-  };
 }

@@ -9,20 +9,14 @@
  * load) stops the run with the worker, its GPU and the last error, instead of respawning forever.
  */
 import type { Logger } from 'pino';
+import { DEFAULTS } from '../config/config.js';
 import type { EvaluationSums, Shard } from '../model/gradients.js';
 import { isTrainpoolError } from '../util/errors.js';
-import {
-  ProcessWorker,
-  WorkerError,
-  type ProcessWorkerOptions,
-  type ReplicaClient,
-  type StepRequest,
-  type StepResult,
-  type VersionedState,
-} from './workers.js';
+import type { ReplicaClient, StepRequest, StepResult, VersionedState } from './replica-client.js';
+import { WorkerError, WorkerHandle, type WorkerHandleOptions } from './worker-handle.js';
 
 export interface SupervisorOptions {
-  worker: ProcessWorkerOptions;
+  worker: WorkerHandleOptions;
   logger?: Logger;
   maxConsecutiveFailures?: number;
   /**
@@ -36,7 +30,7 @@ export interface SupervisorOptions {
 
 export class SupervisedWorker implements ReplicaClient {
   readonly rank: number;
-  private current: ProcessWorker | null = null;
+  private current: WorkerHandle | null = null;
   private failuresInARow = 0;
   private stepsSent = 0;
   /** Replacements started so far (for logs and tests). */
@@ -47,11 +41,11 @@ export class SupervisedWorker implements ReplicaClient {
   }
 
   /** Starts the first process (with the same retry rule as a replacement). */
-  async start(): Promise<ProcessWorker> {
+  async start(): Promise<WorkerHandle> {
     return this.ensure();
   }
 
-  get worker(): ProcessWorker | null {
+  get worker(): WorkerHandle | null {
     return this.current;
   }
 
@@ -81,7 +75,7 @@ export class SupervisedWorker implements ReplicaClient {
     await this.current?.close();
   }
 
-  private async withRetry<T>(what: string, run: (w: ProcessWorker) => Promise<T>): Promise<T> {
+  private async withRetry<T>(what: string, run: (w: WorkerHandle) => Promise<T>): Promise<T> {
     for (;;) {
       const w = await this.ensure();
       try {
@@ -95,13 +89,13 @@ export class SupervisedWorker implements ReplicaClient {
   }
 
   /** A ready process for this rank, starting (and retrying) one if needed. */
-  private async ensure(): Promise<ProcessWorker> {
+  private async ensure(): Promise<WorkerHandle> {
     while (!this.current || this.current.state === 'failed' || this.current.state === 'stopped') {
       if (this.current) {
         await this.current.close();
         this.restarts++;
       }
-      const w = new ProcessWorker(this.o.worker);
+      const w = new WorkerHandle(this.o.worker);
       this.current = w;
       try {
         await w.start();
@@ -117,7 +111,7 @@ export class SupervisedWorker implements ReplicaClient {
     // Only a worker's failure is retried; anything else (a bug here, bad input) propagates at once.
     if (!(e instanceof WorkerError) && !isTrainpoolError(e, 'WORKER_FAILED')) throw e;
     this.failuresInARow++;
-    const limit = this.o.maxConsecutiveFailures ?? 3;
+    const limit = this.o.maxConsecutiveFailures ?? DEFAULTS.maxConsecutiveFailures;
     this.o.logger?.warn({ worker: this.rank, attempt: this.failuresInARow, during: what, err: (e as Error).message }, 'worker failed');
     if (this.failuresInARow >= limit) {
       const gpu = this.o.worker.config.gpu === null ? 'CPU' : `GPU ${this.o.worker.config.gpu}`;

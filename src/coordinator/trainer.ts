@@ -6,13 +6,14 @@
  * batchSize × G), applies Keras momentum SGD, averages the replicas' BN moving statistics, and the
  * result is the state every worker starts the next step from.
  */
-import { averageInto } from './average.js';
+import { averageInto } from './optim/average.js';
 import type { Shard } from '../data/shard.js';
 import { ShardPrefetcher, type ShardMaker } from './prefetch.js';
 import { TrainingPlan, validationChunks } from './plan.js';
-import { learningRate } from './schedule.js';
-import { createSgdState, sgdStep, type SgdState } from './sgd.js';
-import type { ReplicaClient, StepResult, VersionedState } from './workers.js';
+import { learningRate } from './optim/schedule.js';
+import { createSgdState, sgdStep, type SgdState } from './optim/sgd.js';
+import type { ReplicaClient, StepResult, VersionedState } from './replica-client.js';
+import { statsPart, trainablePart } from '../model/flat.js';
 import { TrainpoolError } from '../util/errors.js';
 
 export interface TrainerOptions {
@@ -106,8 +107,8 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const plan = new TrainingPlan({ seed: o.seed, trainCount: o.trainCount, batchSize: o.batchSize, workers: G });
   const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history] };
   const weights = state.weights;
-  const trainable = weights.subarray(0, trainableSize);
-  const stats = weights.subarray(trainableSize);
+  const trainable = trainablePart(deps, weights);
+  const stats = statsPart(deps, weights);
   const grads = new Float32Array(trainableSize);
   // The version tells each client whether its worker already holds these weights.
   const current: VersionedState = { version: 0, data: weights };

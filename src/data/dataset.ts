@@ -26,10 +26,6 @@ export interface Dataset {
   test: ImageSet;
 }
 
-export function imageSize(d: Pick<Dataset, 'height' | 'width' | 'depth'>): number {
-  return d.height * d.width * d.depth;
-}
-
 /** Input shape and class count of each data set as the model sees it (Fashion-MNIST padded to 32×32). */
 export const DATASET_SHAPES: Record<DatasetName, { height: number; width: number; depth: number; classes: number }> = {
   cifar10: { height: 32, width: 32, depth: 3, classes: 10 },

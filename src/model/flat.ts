@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs-core';
-import { pack } from './kernels/pack.js';
+import { pack } from '../engine/ops/pack.js';
 import type * as tfl from '@tensorflow/tfjs-layers';
 
 export interface LayoutEntry {
@@ -55,14 +55,14 @@ export function layoutVariables(model: tfl.LayersModel): tfl.LayerVariable[] {
   return [...model.trainableWeights, ...model.nonTrainableWeights];
 }
 
-/** Trainable prefix of a state vector (a view). */
-export function trainablePart(layout: WeightLayout, state: Float32Array): Float32Array {
+/** Trainable prefix of a state vector (a view): what gradients and SGD cover. */
+export function trainablePart(layout: Pick<WeightLayout, 'trainableSize'>, state: Float32Array): Float32Array {
   return state.subarray(0, layout.trainableSize);
 }
 
-/** BN-statistics suffix of a state vector (a view). */
-export function statsPart(layout: WeightLayout, state: Float32Array): Float32Array {
-  return state.subarray(layout.trainableSize, layout.totalSize);
+/** BN-statistics suffix of a state vector (a view): everything after the trainable prefix. */
+export function statsPart(layout: Pick<WeightLayout, 'trainableSize'>, state: Float32Array): Float32Array {
+  return state.subarray(layout.trainableSize);
 }
 
 /**
@@ -71,14 +71,6 @@ export function statsPart(layout: WeightLayout, state: Float32Array): Float32Arr
  */
 export async function readState(model: tfl.LayersModel, layout: WeightLayout): Promise<Float32Array> {
   return readFlat(layoutVariables(model).map((v) => v.read()), layout.totalSize);
-}
-
-/** Reads the BN statistics (the non-trainable suffix) with one device read. */
-export async function readStats(model: tfl.LayersModel, layout: WeightLayout): Promise<Float32Array> {
-  return readFlat(
-    model.nonTrainableWeights.map((v) => v.read()),
-    layout.totalSize - layout.trainableSize,
-  );
 }
 
 /** Concatenates tensors into one Float32Array of `size` with a single download. */
@@ -101,28 +93,14 @@ export function writeState(model: tfl.LayersModel, layout: WeightLayout, state: 
   if (state.length !== layout.totalSize) {
     throw new Error(`weights must have ${layout.totalSize} values for this model. Received: ${state.length}`);
   }
-  writeEntries(layoutVariables(model), layout.entries, state, 0);
-}
-
-/** Writes only the BN statistics (a vector of totalSize − trainableSize values). */
-export function writeStats(model: tfl.LayersModel, layout: WeightLayout, stats: Float32Array): void {
-  const expected = layout.totalSize - layout.trainableSize;
-  if (stats.length !== expected) {
-    throw new Error(`BN statistics must have ${expected} values for this model. Received: ${stats.length}`);
-  }
-  const entries = layout.entries.filter((e) => !e.trainable);
-  writeEntries(model.nonTrainableWeights, entries, stats, layout.trainableSize);
-}
-
-function writeEntries(vars: tfl.LayerVariable[], entries: LayoutEntry[], values: Float32Array, base: number): void {
-  if (vars.length !== entries.length) {
-    throw new Error(`the model has ${vars.length} variables where the layout has ${entries.length}: this is a bug`);
+  const vars = layoutVariables(model);
+  if (vars.length !== layout.entries.length) {
+    throw new Error(`the model has ${vars.length} variables where the layout has ${layout.entries.length}: this is a bug`);
   }
   for (let i = 0; i < vars.length; i++) {
-    const e = entries[i];
-    const start = e.offset - base;
+    const e = layout.entries[i];
     // slice, not subarray: the cpu backend keeps the array it is given, and the caller may reuse it.
-    const t = tf.tensor(values.slice(start, start + e.size), e.shape, 'float32');
+    const t = tf.tensor(state.slice(e.offset, e.offset + e.size), e.shape, 'float32');
     vars[i].write(t);
     t.dispose();
   }

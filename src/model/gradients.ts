@@ -1,14 +1,15 @@
 /**
  * What a replica computes: gradients of one shard (training mode) and the loss/accuracy of an
  * evaluation shard (inference mode). Applying gradients is deliberately not here: the coordinator
- * averages and applies them (src/coordinator/sgd.ts), which is what makes data parallelism possible.
+ * averages and applies them (src/coordinator/optim/sgd.ts), which is what makes data parallelism possible.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { Shard } from '../data/shard.js';
-import type { WeightLayout } from './flat.js';
-import { withoutInputGradient } from './kernels/input_convolution.js';
-import { pack } from './kernels/pack.js';
+import { statsPart, trainablePart, type WeightLayout } from './flat.js';
+import { variableOf } from '../engine/tfjs-internals.js';
+import { withoutInputGradient } from '../engine/patches/input_convolution.js';
+import { pack } from '../engine/ops/pack.js';
 import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
 import { setDropoutSeed } from './minigooglenet.js';
 
@@ -54,7 +55,7 @@ function shardTensors(model: tfl.LayersModel, shard: Shard): { xs: tf.Tensor4D; 
 /**
  * Forward in training mode (dropout on with `dropoutSeed`, BN on batch statistics, which also moves the
  * BN moving averages as Keras does), then backward. One device read brings back every gradient and the
- * statistics, packed in layout order (kernels/pack.ts), so a step waits on the device once.
+ * statistics, packed in layout order (engine/ops/pack.ts), so a step waits on the device once.
  */
 export async function computeGradients(
   model: tfl.LayersModel,
@@ -63,12 +64,12 @@ export async function computeGradients(
   dropoutSeed: number,
 ): Promise<ShardGradients> {
   setDropoutSeed(model, dropoutSeed);
-  const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+  const vars = model.trainableWeights.map(variableOf);
   const out = tf.tidy(() => {
     const { xs, ys } = shardTensors(model, shard);
     let correct: tf.Tensor1D | undefined;
     const { value, grads } = tf.variableGrads(() => {
-      // The images need no gradient; the first convolution can skip it (kernels/input_convolution.ts).
+      // The images need no gradient; the first convolution can skip it (engine/patches/input_convolution.ts).
       const probs = withoutInputGradient(xs, () => model.apply(xs, { training: true })) as tf.Tensor2D;
       correct = tf.keep(correctPerExample(ys, probs));
       return crossEntropy(ys, probs);
@@ -85,14 +86,22 @@ export async function computeGradients(
       throw new Error(`computed ${values.length} gradient and statistics values where the layout has ${layout.totalSize}: this is a bug`);
     }
     const all = values as Float32Array;
-    return { grads: all.subarray(0, layout.trainableSize), stats: all.subarray(layout.trainableSize), loss: loss[0], acc: acc[0] };
+    return { grads: trainablePart(layout, all), stats: statsPart(layout, all), loss: loss[0], acc: acc[0] };
   } finally {
     tf.dispose([out.flat, out.loss, out.acc]);
   }
 }
 
+/**
+ * Images per forward pass in inference: bounds a worker's activation memory whatever chunk the coordinator
+ * sends (config.ts DEFAULTS.evalChunk). It stays here, not in config.ts, because the model sits below the
+ * configuration (config.ts reads the model names); and it changes val_loss in its last bits (the float32
+ * sums are per sub-batch).
+ */
+export const EVALUATION_BATCH = 256;
+
 /** Inference-mode loss and accuracy sums over a shard, in sub-batches of at most `batchSize`. */
-export async function evaluateShard(model: tfl.LayersModel, shard: Shard, batchSize = 256): Promise<EvaluationSums> {
+export async function evaluateShard(model: tfl.LayersModel, shard: Shard, batchSize = EVALUATION_BATCH): Promise<EvaluationSums> {
   const [h, w, d] = inputShape(model);
   const per = h * w * d;
   let lossSum = 0;

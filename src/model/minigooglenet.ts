@@ -9,6 +9,7 @@
  * with a process-wide counter.
  */
 import * as tfl from '@tensorflow/tfjs-layers';
+import { setDropoutLayerSeed } from '../engine/tfjs-internals.js';
 import { mixSeed } from '../util/random.js';
 
 export type ModelName = 'minigooglenet' | 'tiny';
@@ -185,5 +186,5 @@ export function dropoutLayers(model: tfl.LayersModel): tfl.layers.Layer[] {
  * Math.random (not reproducible). Setting a fresh derived seed before each step gives both.
  */
 export function setDropoutSeed(model: tfl.LayersModel, seed: number): void {
-  for (const layer of dropoutLayers(model)) (layer as unknown as { seed: number }).seed = seed;
+  for (const layer of dropoutLayers(model)) setDropoutLayerSeed(layer, seed);
 }

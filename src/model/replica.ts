@@ -2,9 +2,8 @@
  * One model replica: what a worker process holds, and what the coordinator's tests run in-process to
  * compare against workers. It computes; it never applies gradients (the coordinator does).
  */
-import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { layoutHash, layoutOf, readState, writeState, writeStats, type WeightLayout } from './flat.js';
+import { layoutHash, layoutOf, readState, writeState, type WeightLayout } from './flat.js';
 import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
 import { buildModel, type ModelSpec } from './minigooglenet.js';
 
@@ -32,10 +31,6 @@ export class Replica implements Compute {
     writeState(this.model, this.layout, state);
   }
 
-  setStats(stats: Float32Array): void {
-    writeStats(this.model, this.layout, stats);
-  }
-
   getState(): Promise<Float32Array> {
     return readState(this.model, this.layout);
   }
@@ -50,10 +45,5 @@ export class Replica implements Compute {
 
   dispose(): void {
     this.model.dispose();
-  }
-
-  /** Tensors alive in this process's tfjs engine (for leak checks). */
-  static liveTensors(): number {
-    return tf.memory().numTensors;
   }
 }

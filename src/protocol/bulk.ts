@@ -18,6 +18,7 @@ import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statfs
 import os from 'node:os';
 import path from 'node:path';
 import type { BulkSink, BulkSource } from './frame.js';
+import { pad8 } from '../util/align.js';
 
 /** Attachments at least this large go through a region; smaller ones ride in the frame. */
 export const BULK_THRESHOLD = 64 * 1024;
@@ -92,7 +93,6 @@ function advance(parts: Uint8Array[], n: number): Uint8Array[] {
   return out;
 }
 
-const pad8 = (n: number) => (n + 7) & ~7;
 
 /** Region numbers in frame headers. */
 export const OWN_REGION = 0;

@@ -13,6 +13,7 @@
  * once into an 8-byte-aligned buffer and returns typed-array views of it.
  */
 import { Packr } from 'msgpackr';
+import { pad8 } from '../util/align.js';
 
 const packr = new Packr({ useRecords: false });
 
@@ -45,7 +46,6 @@ export interface BulkSource {
   read(region: number, offset: number, into: Uint8Array): void;
 }
 
-const pad8 = (n: number) => (n + 7) & ~7;
 const ZEROS = Buffer.alloc(8);
 /** Largest frame accepted: a corrupted length must not make the reader allocate gigabytes. */
 export const MAX_FRAME_BYTES = 1 << 30;

@@ -6,7 +6,7 @@
  * Big arrays (weights, gradients, images) are top-level typed-array fields: the frame codec carries them
  * as raw attachments (frame.ts), never as per-tensor objects or JSON.
  */
-import type { BackendName } from '../model/backend.js';
+import type { BackendName } from '../engine/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 
 /** Bumped whenever a message changes shape; the handshake refuses a mismatch. */

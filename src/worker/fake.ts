@@ -33,7 +33,6 @@ export class FakeCompute implements Compute {
   // benchmark measures the transport rather than allocation.
   private readonly grads: Float32Array;
   private readonly stats: Float32Array;
-  statesSet = 0;
 
   constructor(private readonly o: FakeComputeOptions) {
     this.grads = new Float32Array(o.trainableSize);
@@ -45,7 +44,6 @@ export class FakeCompute implements Compute {
       throw new Error(`weights must have ${this.o.trainableSize + this.o.statsSize} values for this model. Received: ${state.length}`);
     }
     this.first = state[0] ?? 0;
-    this.statesSet++;
   }
 
   private requests = 0;

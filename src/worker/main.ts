@@ -8,7 +8,7 @@
  * reads that environment once per process.
  */
 import net from 'node:net';
-import { setupBackend, type BackendHandle } from '../model/backend.js';
+import { setupBackend, type BackendHandle } from '../engine/backend.js';
 import { Replica, type Compute } from '../model/replica.js';
 import { BulkFile, OWN_REGION, RegionSink, RegionSource, SHARED_REGION } from '../protocol/bulk.js';
 import { Channel, type ChannelBulk } from '../protocol/channel.js';

@@ -4,7 +4,7 @@
  * calls makeShard directly instead of through the thread pool.
  */
 import type { ShardMaker } from '../../src/coordinator/prefetch.js';
-import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../../src/coordinator/workers.js';
+import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../../src/coordinator/replica-client.js';
 import { makeShard, type Shard, type ShardRequest, type ShardSource } from '../../src/data/shard.js';
 import type { EvaluationSums } from '../../src/model/gradients.js';
 import type { Compute } from '../../src/model/replica.js';

@@ -4,7 +4,7 @@
  * ), and what a webgpu test file should do without one: skip, saying why, unless TRAINPOOL_REQUIRE_WEBGPU=1
  * (CI) makes that a failure.
  */
-import { describeBackends } from '../../src/model/backend.js';
+import { describeBackends } from '../../src/engine/backend.js';
 
 export interface WebgpuAvailability {
   available: boolean;

@@ -1,0 +1,27 @@
+/**
+ * What the trainer talks to for each rank: one replica that computes gradients and evaluation sums from
+ * the coordinator's state. A worker process behind its supervisor (supervisor.ts, worker-handle.ts) in a
+ * run; an in-process stand-in in tests. The trainer never sees processes, pipes or retries.
+ */
+import type { EvaluationSums, Shard, ShardGradients } from '../model/gradients.js';
+
+/** The coordinator's state, versioned so that a worker is sent weights only when its copy is stale. */
+export interface VersionedState {
+  version: number;
+  data: Float32Array;
+}
+
+export interface StepRequest extends Shard {
+  dropoutSeed: number;
+}
+
+export interface StepResult extends ShardGradients {
+  computeMs: number;
+}
+
+export interface ReplicaClient {
+  readonly rank: number;
+  computeGradients(request: StepRequest, state: VersionedState): Promise<StepResult>;
+  evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums>;
+  close(): Promise<void>;
+}
