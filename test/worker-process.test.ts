@@ -37,7 +37,7 @@ describe('worker process', () => {
   it('completes the handshake and answers requests, with weights sent only when they changed', async () => {
     const w = make(fake());
     const ready = await w.start();
-    expect(ready).toMatchObject({ type: 'ready', rank: 0, protocolVersion: 1, layoutHash: 'fake' });
+    expect(ready).toMatchObject({ type: 'ready', rank: 0, protocolVersion: 2, layoutHash: 'fake' });
     expect(w.state).toBe('ready');
     // Fake gradients are (mean(x) + state[0]) · (i + 1) · 1e-6: mean 1, state[0] = version.
     const a = await w.computeGradients(shard, state(1));
@@ -88,7 +88,7 @@ describe('worker process', () => {
     // A wrong protocol version is refused with a message, and the worker exits.
     await channel.send({ type: 'init', protocolVersion: 999, config: fake() });
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    expect(messages[0]).toMatchObject({ type: 'failed', code: 'PROTOCOL', message: "protocol version must be 1 (this worker's). Received: 999" });
+    expect(messages[0]).toMatchObject({ type: 'failed', code: 'PROTOCOL', message: "protocol version must be 2 (this worker's). Received: 999" });
     expect(code).toBe(1);
 
     const second = spawn(process.execPath, ['--import', loader, entry], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });

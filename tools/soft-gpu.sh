@@ -3,7 +3,7 @@
 # Gives a GPU-less machine a software WebGPU adapter: Mesa's lavapipe Vulkan driver, new enough for Dawn.
 # Debian 12's own Mesa (22.3) lacks features Dawn requires, so this takes mesa-vulkan-drivers from Debian's
 # bookworm-backports suite, unpacked into a folder (the system's apt setup is left alone).
-#   eval "$(bash tools/soft-gpu.sh [DIR])"   # exports VK_DRIVER_FILES; DIR defaults to /opt/soft-gpu
+#   eval "$(bash tools/soft-gpu.sh [DIR])"   # exports VK_DRIVER_FILES and the device-select layer's; DIR defaults to /opt/soft-gpu
 # Slow (a CPU pretending to be a GPU): good for correctness tests of WebGPU code, not for timing.
 set -euo pipefail
 dir=${1:-/opt/soft-gpu}
@@ -24,4 +24,18 @@ if [ ! -f "$icd" ]; then
     "$dir/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" > "$icd"
 fi
 ldd "$dir/usr/lib/x86_64-linux-gnu/libvulkan_lvp.so" | grep 'not found' >&2 && { echo "soft-gpu: missing libraries above" >&2; exit 1; }
+# The same package's device-select layer (selecting a GPU per worker by PCI address, src/engine/gpu-selection.ts),
+# found by the loader through XDG_DATA_DIRS. Debian 12's own Mesa (22.3), which `libvulkan1` pulls in, has an
+# older one that selects the wrong device; NODEVICE_SELECT=1 turns that one off, so this one has a name and a
+# switch (TRAINPOOL_NO_DEVICE_SELECT) of its own. Its library by absolute path: the loader would otherwise load
+# the system's library of the same name.
+layers="$dir/share/vulkan/implicit_layer.d"
+if [ ! -f "$layers/trainpool_device_select.json" ]; then
+  mkdir -p "$layers"
+  sed -e "s#\"libVkLayer_MESA_device_select.so\"#\"$dir/usr/lib/x86_64-linux-gnu/libVkLayer_MESA_device_select.so\"#" \
+      -e 's#"VK_LAYER_MESA_device_select"#"VK_LAYER_TRAINPOOL_MESA_device_select"#' -e 's#"NODEVICE_SELECT"#"TRAINPOOL_NO_DEVICE_SELECT"#' \
+      "$dir/usr/share/vulkan/implicit_layer.d/VkLayer_MESA_device_select.json" > "$layers/trainpool_device_select.json"
+fi
 echo "export VK_DRIVER_FILES=$icd"
+echo "export XDG_DATA_DIRS=$dir/share:${XDG_DATA_DIRS:-/usr/local/share:/usr/share}"
+echo "export NODEVICE_SELECT=1"

@@ -15,8 +15,14 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** A GPU of this machine (cli/gpus.ts finds them). */
 export interface Gpu {
+  /** nvidia-smi's index: the GPU's place in PCI order among the machine's NVIDIA GPUs. */
   index: number;
   name: string;
+  uuid?: string;
+  /** As nvidia-smi writes it, e.g. 00000000:17:00.0; how a webgpu worker selects its GPU. */
+  pciBusId?: string;
+  /** NVIDIA GPUs on the machine, visible to the run or not: above 1, a webgpu worker must hide the others. */
+  hostGpus?: number;
 }
 
 export function describeGpus(gpus: Gpu[]): string {

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULTS, publicConfig, shapingConfig, type ResolvedConfig } from '../config/config.js';
+import { DEFAULTS, publicConfig, shapingConfig, type Gpu, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
@@ -25,6 +25,7 @@ import { EpochProgress } from './report/progress.js';
 import { SupervisedWorker } from './supervisor.js';
 import { freshState, train, type TrainingState } from './trainer.js';
 import { SharedState, BulkFile, bulkDirectory } from '../protocol/bulk.js';
+import type { WorkerGpu } from '../protocol/messages.js';
 
 export interface RunIO {
   /** Human-readable lines (stdout). */
@@ -73,7 +74,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
             rank,
             model: spec,
             backend: config.backend,
-            gpu: config.gpus.length ? config.gpus[rank].index : null,
+            gpu: config.gpus.length ? workerGpu(config.gpus[rank]) : null,
             compute: { kind: 'model' },
             layoutHash: master.layoutHash,
           },
@@ -167,6 +168,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     master.dispose();
     await cpu.close();
   }
+}
+
+/** A worker's GPU; it must see that one alone where the machine has others (engine/gpu-selection.ts). */
+function workerGpu(gpu: Gpu): WorkerGpu {
+  return { index: gpu.index, name: gpu.name, pciBusId: gpu.pciBusId, exclusive: (gpu.hostGpus ?? 1) > 1 && gpu.pciBusId !== undefined };
 }
 
 /** Train and test images in one shared source, test after train, so one pool serves both. */

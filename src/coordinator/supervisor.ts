@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { DEFAULTS } from '../config/config.js';
 import type { EvaluationSums, Shard } from '../model/gradients.js';
-import { isTrainpoolError } from '../util/errors.js';
+import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from './replica-client.js';
 import { WorkerError, WorkerHandle, type WorkerHandleOptions } from './worker-handle.js';
 
@@ -110,11 +110,13 @@ export class SupervisedWorker implements ReplicaClient {
   private recordFailure(e: unknown, what: string): void {
     // Only a worker's failure is retried; anything else (a bug here, bad input) propagates at once.
     if (!(e instanceof WorkerError) && !isTrainpoolError(e, 'WORKER_FAILED')) throw e;
+    // A worker that cannot see its GPU alone will not on the next try either: the machine needs fixing.
+    if (e instanceof WorkerError && e.workerCode === 'GPU_SELECTION') throw new TrainpoolError('GPU_SELECTION', e.message);
     this.failuresInARow++;
     const limit = this.o.maxConsecutiveFailures ?? DEFAULTS.maxConsecutiveFailures;
     this.o.logger?.warn({ worker: this.rank, attempt: this.failuresInARow, during: what, err: (e as Error).message }, 'worker failed');
     if (this.failuresInARow >= limit) {
-      const gpu = this.o.worker.config.gpu === null ? 'CPU' : `GPU ${this.o.worker.config.gpu}`;
+      const gpu = this.o.worker.config.gpu === null ? 'CPU' : `GPU ${this.o.worker.config.gpu.index}`;
       throw new WorkerError(
         `worker ${this.rank} (${gpu}) failed ${this.failuresInARow} times in a row, giving up; last error: ${(e as Error).message}`,
       );

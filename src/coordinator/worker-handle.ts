@@ -21,6 +21,7 @@ import {
   type WorkerConfig,
 } from '../protocol/messages.js';
 import { DEFAULTS } from '../config/config.js';
+import { selectionEnv } from '../engine/gpu-selection.js';
 import { TrainpoolError } from '../util/errors.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from './replica-client.js';
 
@@ -64,7 +65,11 @@ const TSX_LOADER = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).
 const STDERR_KEEP = 20;
 
 export class WorkerError extends TrainpoolError {
-  constructor(message: string) {
+  /** `workerCode`: the code of the worker's own error, when it reported one. */
+  constructor(
+    message: string,
+    readonly workerCode?: string,
+  ) {
     super('WORKER_FAILED', message);
   }
 }
@@ -103,9 +108,15 @@ export class WorkerHandle implements ReplicaClient {
   /** Spawns the process and completes the handshake. */
   async start(): Promise<ReadyMessage> {
     const { config } = this.o;
-    const env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
-    // Pin the GPU in the process environment: libtensorflow (CUDA) reads it once, at load.
-    if (config.gpu !== null) env.CUDA_VISIBLE_DEVICES = String(config.gpu);
+    let env: NodeJS.ProcessEnv = { ...process.env, ...this.o.env };
+    if (config.gpu !== null) {
+      // Pin the GPU in the process environment: libtensorflow (CUDA) reads it once, at load, and numbers
+      // GPUs fastest first unless told to use nvidia-smi's (PCI) order.
+      env.CUDA_VISIBLE_DEVICES = String(config.gpu.index);
+      env.CUDA_DEVICE_ORDER = 'PCI_BUS_ID';
+      // Vulkan (webgpu) ignores CUDA's variables: Mesa's device-select layer hides the other GPUs.
+      if (config.gpu.exclusive && config.gpu.pciBusId) env = selectionEnv(env, config.gpu.pciBusId);
+    }
     env.TRAINPOOL_BULK_FDS = WORKER_BULK_FDS.join(',');
     const child = spawn(process.execPath, ['--import', TSX_LOADER, WORKER_ENTRY], {
       // fd 3: the message pipe; 4, 5, 6: the bulk regions (request, reply, shared weights).
@@ -240,7 +251,7 @@ export class WorkerHandle implements ReplicaClient {
     switch (m.type) {
       case 'failed': {
         const detail = m.code ? ` [${m.code}]` : '';
-        this.fail(new WorkerError(`${this.describe()} failed: ${m.message}${detail}`));
+        this.fail(new WorkerError(`${this.describe()} failed: ${m.message}${detail}`, m.code));
         return;
       }
       case 'ready':
@@ -307,7 +318,7 @@ export class WorkerHandle implements ReplicaClient {
   }
 
   describe(): string {
-    const gpu = this.o.config.gpu === null ? 'CPU' : `GPU ${this.o.config.gpu}`;
+    const gpu = this.o.config.gpu === null ? 'CPU' : `GPU ${this.o.config.gpu.index}`;
     return `worker ${this.rank} (${gpu}${this.child?.pid ? `, pid ${this.child.pid}` : ''})`;
   }
 }

@@ -9,8 +9,8 @@
 import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { TrainpoolError } from '../util/errors.js';
-import { adapterName, describeAdapter, isSoftware, listAdapters, noAdapterError, type DawnModule } from './webgpu-adapters.js';
+import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
+import { adapterName, describeAdapter, isSoftware, listAdapters, noAdapterError, type AdapterListing, type DawnModule } from './webgpu-adapters.js';
 import { PROJECT_KERNELS, WEBGPU_FORWARD_KERNELS, registerProjectGradients, registerProjectKernels, unregisterProjectKernels } from './registry.js';
 import { provideNavigatorGpu } from './tfjs-internals.js';
 
@@ -29,6 +29,12 @@ export interface BackendHandle {
 export interface BackendOptions {
   /** Which WebGPU adapter, in Dawn's high-performance order (see the header). Default: Dawn's first. */
   adapterIndex?: number;
+  /**
+   * Called with every adapter Dawn sees before one is opened; throws to refuse them (a worker that must see
+   * exactly its own GPU: gpu-selection.ts checkSoleAdapter). Its GPU_SELECTION error is never a reason for
+   * `auto` to fall back to wasm.
+   */
+  checkAdapters?: (adapters: AdapterListing[]) => void;
   /**
    * 'stock' runs tfjs' own kernels and gradients only, for before/after benchmarks (bench/engine.ts
    * --kernels stock); it must be chosen in a fresh process, as gradients registered earlier stay.
@@ -66,7 +72,7 @@ export async function setupBackend(name: BackendName, options: BackendOptions = 
     case 'tensorflow':
       return setupTensorflow();
     case 'webgpu':
-      return setupWebgpu(options.adapterIndex, false, project, kernels === 'project-forward');
+      return setupWebgpu(options, false, project, kernels === 'project-forward');
     case 'wasm':
       return setupWasm(project);
     case 'cpu':
@@ -91,14 +97,16 @@ async function setupAuto(options: BackendOptions): Promise<BackendHandle> {
     }
   }
   try {
-    return await setupWebgpu(options.adapterIndex, true, true);
-  } catch {
+    return await setupWebgpu(options, true, true);
+  } catch (e) {
+    if (isTrainpoolError(e, 'GPU_SELECTION')) throw e; // the wrong GPU is not a reason to train on the CPU
     // No hardware adapter: wasm.
   }
   return setupWasm(true);
 }
 
-function tensorflowPackage(): string | undefined {
+/** The installed package that provides the 'tensorflow' backend, if any (auto prefers it). */
+export function tensorflowPackage(): string | undefined {
   const resolve = createRequire(import.meta.url).resolve;
   return TENSORFLOW_PACKAGES.find((p) => {
     try {
@@ -171,10 +179,11 @@ async function setupCpu(project: boolean): Promise<BackendHandle> {
   return { name: 'cpu', device: 'CPU (JavaScript, 1 thread)', close: async () => {} };
 }
 
-async function setupWebgpu(adapterIndex: number | undefined, hardwareOnly: boolean, project: boolean, forward = false): Promise<BackendHandle> {
+async function setupWebgpu({ adapterIndex, checkAdapters }: BackendOptions, hardwareOnly: boolean, project: boolean, forward = false): Promise<BackendHandle> {
   const dawn = (await import('webgpu')) as unknown as DawnModule;
   // GPUBufferUsage, GPUMapMode, ... must exist as globals before tfjs-backend-webgpu runs.
   Object.assign(globalThis, dawn.globals);
+  checkAdapters?.(await listAdapters(dawn));
   // Adapter 0 is the one Dawn picks anyway; only others need the listing and the name flag.
   const flags = adapterIndex === undefined || adapterIndex === 0 ? [] : [`adapter=${await adapterName(dawn, adapterIndex)}`];
   let gpu: GPU | undefined = dawn.create(flags);

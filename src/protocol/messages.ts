@@ -10,7 +10,7 @@ import type { BackendName } from '../engine/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 
 /** Bumped whenever a message changes shape; the handshake refuses a mismatch. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** What a worker computes with: the real model, or a stand-in for tests and transport benchmarks. */
 export type ComputeSpec =
@@ -25,12 +25,25 @@ export type ComputeSpec =
       hangAtRequest?: number;
     };
 
+/** The GPU a worker owns. */
+export interface WorkerGpu {
+  /** Its index among the machine's GPUs (nvidia-smi's, PCI order). */
+  index: number;
+  name: string;
+  pciBusId?: string;
+  /**
+   * The machine has other GPUs, which the worker must not see: it was started with Mesa's device-select
+   * tag for `pciBusId` and checks that Dawn shows it this GPU alone (engine/gpu-selection.ts).
+   */
+  exclusive: boolean;
+}
+
 export interface WorkerConfig {
   rank: number;
   model: ModelSpec;
   backend: BackendName;
-  /** Which GPU this worker owns (index among the machine's GPUs), or null for a CPU worker. */
-  gpu: number | null;
+  /** The GPU this worker owns, or null for a CPU worker. */
+  gpu: WorkerGpu | null;
   compute: ComputeSpec;
   /** Expected by the coordinator; the worker checks its own model against it before saying ready. */
   layoutHash: string;

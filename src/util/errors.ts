@@ -8,6 +8,7 @@ export type ErrorCode =
   | 'DATA_INVALID' // a data set file is truncated, has a wrong header, size or record count
   | 'DOWNLOAD_FAILED' // the network, the server or the checksum let a download down
   | 'BACKEND_UNAVAILABLE' // a compute backend cannot be loaded or has no device
+  | 'GPU_SELECTION' // a worker cannot be given its own GPU alone (engine/gpu-selection.ts)
   | 'WORKER_FAILED' // a worker process kept failing
   | 'PROTOCOL' // the two sides of the coordinator/worker pipe disagree
   | 'CHECKPOINT' // no usable checkpoint, or one that does not match the run

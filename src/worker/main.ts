@@ -8,7 +8,8 @@
  * reads that environment once per process.
  */
 import net from 'node:net';
-import { setupBackend, type BackendHandle } from '../engine/backend.js';
+import { setupBackend, type BackendHandle, type BackendOptions } from '../engine/backend.js';
+import { checkSoleAdapter, listVulkanDevices } from '../engine/gpu-selection.js';
 import { Replica, type Compute } from '../model/replica.js';
 import { BulkFile, OWN_REGION, RegionSink, RegionSource, SHARED_REGION } from '../protocol/bulk.js';
 import { Channel, type ChannelBulk } from '../protocol/channel.js';
@@ -17,6 +18,7 @@ import {
   PROTOCOL_VERSION,
   type FromWorker,
   type InitMessage,
+  type WorkerConfig,
   type ToWorker,
 } from '../protocol/messages.js';
 import { FakeCompute } from './fake.js';
@@ -120,7 +122,7 @@ async function init(m: InitMessage): Promise<void> {
       layoutHash: config.layoutHash,
     });
   }
-  backend = await setupBackend(config.backend, { adapterIndex: config.gpu ?? 0 });
+  backend = await setupBackend(config.backend, backendOptions(config));
   const replica = new Replica(config.model);
   compute = replica;
   return reply({
@@ -129,9 +131,22 @@ async function init(m: InitMessage): Promise<void> {
     rank,
     pid: process.pid,
     backend: backend.name,
-    device: backend.device,
+    // A selected GPU says how it was selected: the run's header then shows every worker alone on its own.
+    device: config.gpu?.exclusive && backend.name === 'webgpu' ? `${backend.device}, alone through DRI_PRIME=${process.env.DRI_PRIME}` : backend.device,
     layoutHash: replica.layoutHash,
   });
+}
+
+/**
+ * Which adapter: a worker that must see its GPU alone (the machine has others; the coordinator started it
+ * with Mesa's device-select tag) takes the only adapter there is, after checking it is the one; otherwise
+ * the GPU's index in Dawn's order, which dawn.node can select by name where names differ.
+ */
+function backendOptions({ rank, gpu }: WorkerConfig): BackendOptions {
+  if (gpu === null) return {};
+  if (!gpu.exclusive || gpu.pciBusId === undefined) return { adapterIndex: gpu.index };
+  const expected = { rank, index: gpu.index, name: gpu.name, pciBusId: gpu.pciBusId, tag: process.env.DRI_PRIME };
+  return { adapterIndex: 0, checkAdapters: (adapters) => checkSoleAdapter(adapters, expected, listVulkanDevices(process.env)) };
 }
 
 async function shutdown(code: number): Promise<never> {
