@@ -6,9 +6,11 @@
 #   3. the PyTorch reference (bench/pytorch_minigooglenet.py) on the same card,
 #   4. bench:engine again with the project's opt-in forward convolution (project-forward: whether it beats
 #      tfjs' own decides the default) and with tfjs' stock kernels,
-# then one table with img/s and the ratio to PyTorch. On the GPU machine, from the project root:
-#   bash ../shared/device/pack.sh                              # here, once, after npm ci
-#   bash .device-bundle/run.sh bash bench/gpu-check.sh         # there (carry .device-bundle)
+# then one table with img/s and the ratio to PyTorch. Before them, 0.: the GPU selection check
+# (bench/gpu-selection-check.ts: Mesa's device-select layer lists the GPU at its PCI address, a worker
+# tagged for it sees it alone and trains, a wrong tag is refused). On the GPU machine, from the project root:
+#   bash ../shared/device/pack.sh && bash tools/pack-device-select.sh   # here, once, after npm ci
+#   bash .device-bundle/run.sh bash bench/gpu-check.sh                  # there (carry .device-bundle)
 # Results go to $OUT (the device call's folder) when set, else bench/results/gpu-check/, one JSON line per
 # run in engine.jsonl, plus the test log. A step that fails or times out is reported and the rest still run.
 # A smoke run of the script itself on the software GPU (lavapipe), PyTorch then failing without CUDA:
@@ -28,6 +30,13 @@ status=0
 # puts first what answers the most: the tests, the project's kernels, then PyTorch for the ratio.
 deadline=$((SECONDS + ${GPU_CHECK_SECONDS:-560}))
 limit() { local left=$((deadline - SECONDS - 20)); [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"; }
+
+echo "== 0. GPU selection by PCI address (bench/gpu-selection-check.ts)"
+if ! OUT="$out" timeout "$(limit 90)" node --import tsx bench/gpu-selection-check.ts >"$out/selection.log" 2>&1; then
+  status=1
+  echo "FAILED (or timed out):"
+fi
+grep -E '^\|' "$out/selection.log" || tail -5 "$out/selection.log"
 
 echo "== 1. webgpu correctness (vitest, TRAINPOOL_REQUIRE_WEBGPU=1)"
 if ! NO_COLOR=1 TRAINPOOL_REQUIRE_WEBGPU=1 timeout "$(limit 200)" node_modules/.bin/vitest run test/webgpu-kernels.test.ts test/webgpu.test.ts >"$out/tests.log" 2>&1; then

@@ -45,7 +45,7 @@ if [ -n "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f "$NODE_EXTRA_CA_CERTS" ]; then
 fi
 
 echo "test:docker: building the Dockerfile on $base (selftest stage) ..."
-podman build --network host --build-arg BASE="$base" --target selftest -t trainpool:selftest -f Dockerfile . 2>&1 | tee /tmp/trainpool-docker-build.log | grep -E '^(STEP|Epoch|Total params|Trainable|Non-trainable|done in|COMMIT|Error|error)' || true
+podman build --network host --build-arg BASE="$base" --target selftest -t trainpool:selftest -f Dockerfile . 2>&1 | tee /tmp/trainpool-docker-build.log | grep -E '^(STEP|Epoch|Total params|Trainable|Non-trainable|done in|device-select|COMMIT|Error|error)' || true
 if grep -q '^Epoch 2/2' /tmp/trainpool-docker-build.log && podman image exists trainpool:selftest; then
   echo "test:docker: OK (the image printed the summary and trained two epochs while building)"
 else
