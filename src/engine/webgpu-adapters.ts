@@ -12,9 +12,10 @@
  *     reorders), VK_LOADER_DEVICE_ID_FILTER / VENDOR_ID_FILTER (loader ≥ 1.4.326) and Mesa's
  *     MESA_VK_DEVICE_SELECT all match PCI ids, which identical cards share; VK_DRIVER_FILES and
  *     VK_LOADER_DRIVERS_SELECT pick drivers, not devices; NVIDIA's Vulkan driver ignores CUDA_VISIBLE_DEVICES.
- *   - So `adapterIndex` i selects by name when adapter i's name picks it, and otherwise fails saying so:
- *     give each worker one GPU from outside (Docker: NVIDIA_VISIBLE_DEVICES=i, one container per GPU) and
- *     adapterIndex 0, rather than silently stacking every worker on the first GPU.
+ *   - So `adapterIndex` i selects by name when adapter i's name picks it, and otherwise fails saying so,
+ *     rather than silently stacking every worker on the first GPU. trainpool's workers on a machine of
+ *     several GPUs do not rely on it: Mesa's device-select layer, which does select by PCI address, leaves
+ *     each of them its GPU alone, as adapter 0 (gpu-selection.ts).
  */
 import { TrainpoolError } from '../util/errors.js';
 
