@@ -7,7 +7,7 @@
  *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels project-forward   # + the project's forward convolution
  *
  * Prints one table row and, with --out, writes {backend, device, model, batch, steps, kernels, msPerStep,
- * imgPerSec, kernelsPerStep, hostMsPerStep, dispatchesPerStep, uploadBytesPerStep}. The first step (kernel compilation,
+ * imgPerSec, kernelsPerStep, hostMsPerStep, dispatchesPerStep, uploadBytesPerStep, apiCallsPerStep, sameProgramAcrossSteps}. The first step (kernel compilation,
  * lazy allocation) is a warm-up and not counted. kernelsPerStep counts tfjs kernel invocations (from
  * tf.profile, one step of its own).
  *
@@ -31,6 +31,11 @@
  * each one upload of exactly that size, and those two are taken out (the step fails if either is missing,
  * as the exclusion would then be wrong). Elsewhere both are null. Both counts are exact on any adapter,
  * the software one included; milliseconds are only worth reporting from a real GPU.
+ *
+ * Two more webgpu steps are captured (src/engine/replay/capture.ts): apiCallsPerStep, every WebGPU call an
+ * eager step makes (buffers, bind groups, writes, passes, dispatches, copies, submits: what a recorded
+ * replay would cut to a few), and sameProgramAcrossSteps, whether the two steps (other dropout seeds) were
+ * one program, the premise of that replay. Null elsewhere.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -38,6 +43,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { KERNEL_SETS, setupBackend, type BackendName, type KernelSet } from '../src/engine/backend.js';
 import { countGpuWork, type Upload } from '../src/engine/diagnostics/webgpu-counters.js';
+import { captureGpuWork, compareSteps } from '../src/engine/replay/capture.js';
 import type { ModelName } from '../src/model/minigooglenet.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
@@ -59,6 +65,10 @@ export interface EngineResult {
   topKernels: Array<{ name: string; ms: number; calls: number }>;
   dispatchesPerStep: number | null;
   uploadBytesPerStep: number | null;
+  /** webgpu: WebGPU calls an eager step makes (src/engine/replay/capture.ts), what a replay would cut. */
+  apiCallsPerStep: number | null;
+  /** webgpu: two captured steps (other dropout seeds) are one program, the premise of replay. */
+  sameProgramAcrossSteps: boolean | null;
 }
 
 export interface EngineOptions {
@@ -79,10 +89,15 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
     await replica.computeGradients({ x, labels }, 0); // warm-up: compilation, allocation
     let dispatchesPerStep: number | null = null;
     let uploadBytesPerStep: number | null = null;
+    let apiCallsPerStep: number | null = null;
+    let sameProgramAcrossSteps: boolean | null = null;
     if (handle.name === 'webgpu') {
       const { counts } = await countGpuWork(() => replica.computeGradients({ x, labels }, 1));
       dispatchesPerStep = counts.dispatches;
       uploadBytesPerStep = bytesLessInput(counts.uploads, [x.length * 4, labels.length * 4]);
+      const [a, b] = [(await captureGpuWork(() => replica.computeGradients({ x, labels }, 2))).ops, (await captureGpuWork(() => replica.computeGradients({ x, labels }, 3))).ops];
+      apiCallsPerStep = a.length;
+      sameProgramAcrossSteps = compareSteps(a, b).sameProgram;
     }
     const profile = await tf.profile(async () => {
       await replica.computeGradients({ x, labels }, 1);
@@ -112,6 +127,8 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       hostMsPerStep: hostNs === null ? null : hostNs / 1e6 / o.steps,
       dispatchesPerStep,
       uploadBytesPerStep,
+      apiCallsPerStep,
+      sameProgramAcrossSteps,
     };
   } finally {
     replica.dispose();
@@ -201,7 +218,7 @@ async function cli(): Promise<void> {
     console.table([
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
-        'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-',
+        'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-', 'API calls': r.apiCallsPerStep ?? '-', 'same program': r.sameProgramAcrossSteps ?? '-',
       },
     ]);
   }

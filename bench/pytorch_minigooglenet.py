@@ -186,6 +186,8 @@ def measure(model, mode, batch, steps, warmup, device):
         "imgPerSec": batch * 1000 / ms,
         "dispatchesPerStep": None,
         "uploadBytesPerStep": None,
+        "apiCallsPerStep": None,
+        "sameProgramAcrossSteps": None,
     }
 
 

@@ -45,6 +45,8 @@ describe('host time', () => {
     expect(r.hostMsPerStep!).toBeGreaterThan(0.5 * r.msPerStep);
     expect(r.hostMsPerStep!).toBeLessThanOrEqual(r.msPerStep * 1.02);
     expect(r.dispatchesPerStep).toBeNull();
+    expect(r.apiCallsPerStep).toBeNull();
+    expect(r.sameProgramAcrossSteps).toBeNull();
     expect(r.kernelsPerStep).toBeGreaterThan(10);
   });
 });

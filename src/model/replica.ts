@@ -1,11 +1,18 @@
 /**
  * One model replica: what a worker process holds, and what the coordinator's tests run in-process to
  * compare against workers. It computes; it never applies gradients (the coordinator does).
+ *
+ * On webgpu its training steps are replayed (engine/replay/replay.ts): the first step of a batch size runs
+ * eagerly through tfjs, then one probe step is recorded and checked, and every later step of that size
+ * replays the recording, bit-identical to the eager step, without tfjs. A recording that cannot be made is
+ * one line on stderr and eager steps from then on; TRAINPOOL_REPLAY=0 (or `replay: false`) turns replay off.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { layoutHash, layoutOf, readState, writeState, type WeightLayout } from './flat.js';
+import { ReplayedStep, webgpuDevice } from '../engine/replay/replay.js';
+import { layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
 import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
-import { buildModel, type ModelSpec } from './minigooglenet.js';
+import { buildModel, dropoutLayers, type ModelSpec } from './minigooglenet.js';
 
 /** What a worker computes with: a real replica, or a stand-in with the same shape (src/worker/fake.ts). */
 export interface Compute {
@@ -15,35 +22,111 @@ export interface Compute {
   dispose(): void;
 }
 
+export interface ReplicaOptions {
+  /** Replay webgpu training steps (default: unless TRAINPOOL_REPLAY=0). */
+  replay?: boolean;
+}
+
 export class Replica implements Compute {
   readonly model: tfl.LayersModel;
   readonly layout: WeightLayout;
   readonly layoutHash: string;
+  private readonly replayWanted: boolean;
+  /** Recordings by batch size; null where recording failed (those sizes stay eager). */
+  private readonly replays = new Map<number, ReplayedStep | null>();
+  /** The last state set, which the model's variables hold only while `stale` is false. */
+  private state: Float32Array | null = null;
+  private stale = false;
 
-  constructor(readonly spec: ModelSpec) {
+  constructor(
+    readonly spec: ModelSpec,
+    o: ReplicaOptions = {},
+  ) {
     this.model = buildModel(spec);
     this.layout = layoutOf(this.model);
     this.layoutHash = layoutHash(this.layout);
+    this.replayWanted = o.replay ?? process.env.TRAINPOOL_REPLAY !== '0';
   }
 
   /** Trainable weights followed by BN statistics, as laid out by `layout`. */
   setState(state: Float32Array): void {
-    writeState(this.model, this.layout, state);
+    if (state.length !== this.layout.totalSize) {
+      throw new Error(`weights must have ${this.layout.totalSize} values for this model. Received: ${state.length}`);
+    }
+    if (this.replays.size === 0) {
+      writeState(this.model, this.layout, state);
+      if (!this.replayWanted) return;
+    }
+    // A replayed step takes the weights as bytes: the variables get them only when an eager step needs them.
+    this.state = state.slice();
+    this.stale = this.replays.size > 0;
   }
 
-  getState(): Promise<Float32Array> {
+  async getState(): Promise<Float32Array> {
+    this.refresh();
     return readState(this.model, this.layout);
   }
 
-  computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
-    return computeGradients(this.model, this.layout, shard, dropoutSeed);
+  /** Whether steps of `batch` images replay a recording. */
+  replaying(batch: number): boolean {
+    return this.replays.get(batch) instanceof ReplayedStep;
   }
 
-  evaluate(shard: Shard): Promise<EvaluationSums> {
+  async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
+    const replay = this.replays.get(shard.labels.length);
+    if (replay && this.state) {
+      const { flat, loss, acc } = await replay.run({ weights: this.state, x: shard.x, labels: shard.labels, dropoutSeed });
+      const stats = statsPart(this.layout, flat);
+      // An eager step moves the variables' BN statistics; so does this one, for what comes next.
+      statsPart(this.layout, this.state).set(stats);
+      return { grads: trainablePart(this.layout, flat), stats, loss, acc };
+    }
+    this.refresh();
+    const eager = await computeGradients(this.model, this.layout, shard, dropoutSeed);
+    if (replay === undefined && this.replayWanted && this.state && tf.getBackend() === 'webgpu') await this.record(shard.labels.length);
+    return eager;
+  }
+
+  async evaluate(shard: Shard): Promise<EvaluationSums> {
+    this.refresh();
     return evaluateShard(this.model, shard);
   }
 
   dispose(): void {
+    for (const r of this.replays.values()) r?.dispose();
+    this.replays.clear();
     this.model.dispose();
+  }
+
+  /** Writes the last state into the model's variables where replayed steps (or a recording) left them behind. */
+  private refresh(): void {
+    if (!this.stale || !this.state) return;
+    writeState(this.model, this.layout, this.state);
+    this.stale = false;
+  }
+
+  private async record(batch: number): Promise<void> {
+    const [, height, width, depth] = this.model.inputs[0].shape as number[];
+    try {
+      const step = await ReplayedStep.record({
+        device: webgpuDevice(),
+        variables: this.layout.entries,
+        batch,
+        imageSize: height * width * depth,
+        weightsSize: this.layout.totalSize,
+        dropoutRates: dropoutLayers(this.model).map((l) => (l.getConfig() as { rate: number }).rate),
+        eager: async ({ weights, x, labels, dropoutSeed }) => {
+          writeState(this.model, this.layout, weights);
+          const g = await computeGradients(this.model, this.layout, { x, labels }, dropoutSeed);
+          return { flat: new Float32Array(g.grads.buffer, g.grads.byteOffset, this.layout.totalSize), loss: g.loss, acc: g.acc };
+        },
+      });
+      this.replays.set(batch, step);
+    } catch (e) {
+      process.stderr.write(`trainpool: webgpu steps of ${batch} images stay eager: recording them failed (${(e as Error).message})\n`);
+      this.replays.set(batch, null);
+    }
+    // The probe step wrote its own weights into the variables.
+    this.stale = true;
   }
 }
