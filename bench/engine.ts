@@ -36,6 +36,11 @@
  * eager step makes (buffers, bind groups, writes, passes, dispatches, copies, submits: what a recorded
  * replay would cut to a few), and sameProgramAcrossSteps, whether the two steps (other dropout seeds) were
  * one program, the premise of that replay. Null elsewhere.
+ *
+ * Then on webgpu the same step replayed (a second replica, replay on: its first step records): replayedMsPerStep
+ * and replayedImgPerSec, encodeMsPerStep (host time of a replayed step up to its last submit: writing the
+ * inputs, encoding the recorded passes, submitting; the GPU's work is not in it), replayedApiCallsPerStep and
+ * replayedKernelsPerStep (tfjs kernels in a replayed step, from tf.profile: 0). Null elsewhere.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
@@ -69,6 +74,14 @@ export interface EngineResult {
   apiCallsPerStep: number | null;
   /** webgpu: two captured steps (other dropout seeds) are one program, the premise of replay. */
   sameProgramAcrossSteps: boolean | null;
+  /** webgpu: the same steps replayed (src/engine/replay/replay.ts), measured after the eager ones. */
+  replayedMsPerStep: number | null;
+  replayedImgPerSec: number | null;
+  /** Host time of a replayed step before it waits for the GPU: writing inputs, encoding, submitting. */
+  encodeMsPerStep: number | null;
+  replayedApiCallsPerStep: number | null;
+  /** tfjs kernels a replayed step runs (tf.profile): 0. */
+  replayedKernelsPerStep: number | null;
 }
 
 export interface EngineOptions {
@@ -81,7 +94,9 @@ export interface EngineOptions {
 
 export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
   const handle = await setupBackend(o.backend, { kernels: o.kernels });
-  const replica = new Replica({ name: o.model, width: 32, height: 32, depth: 3, classes: 10, seed: 1 });
+  const spec = { name: o.model, width: 32, height: 32, depth: 3, classes: 10, seed: 1 };
+  // The eager measurements first, on a replica that never replays; the replayed ones on one that does.
+  const replica = new Replica(spec, { replay: false });
   try {
     const rng = new Rng(7);
     const x = Float32Array.from({ length: o.batch * 32 * 32 * 3 }, () => rng.uniform(-120, 120));
@@ -99,10 +114,13 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       apiCallsPerStep = a.length;
       sameProgramAcrossSteps = compareSteps(a, b).sameProgram;
     }
-    const profile = await tf.profile(async () => {
-      await replica.computeGradients({ x, labels }, 1);
-      return [];
-    });
+    // tf.profile hands back one object, which its next call empties: keep the kernels of this one.
+    const profiled = (
+      await tf.profile(async () => {
+        await replica.computeGradients({ x, labels }, 1);
+        return [];
+      })
+    ).kernels.slice();
     let hostNs: number | null = 0;
     const started = performance.now();
     for (let s = 0; s < o.steps; s++) {
@@ -113,6 +131,7 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       await step;
     }
     const msPerStep = (performance.now() - started) / o.steps;
+    const replayed = handle.name === 'webgpu' ? await benchReplay(spec, x, labels, o.steps) : null;
     return {
       backend: handle.name,
       device: handle.device,
@@ -122,17 +141,42 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       kernels: o.kernels,
       msPerStep,
       imgPerSec: (o.batch * 1000) / msPerStep,
-      kernelsPerStep: profile.kernels.length,
-      ...kernelTimes(profile.kernels, handle.name === 'webgpu' && gpuTimestamps()),
+      kernelsPerStep: profiled.length,
+      ...kernelTimes(profiled, handle.name === 'webgpu' && gpuTimestamps()),
       hostMsPerStep: hostNs === null ? null : hostNs / 1e6 / o.steps,
       dispatchesPerStep,
       uploadBytesPerStep,
       apiCallsPerStep,
       sameProgramAcrossSteps,
+      replayedMsPerStep: replayed?.msPerStep ?? null,
+      replayedImgPerSec: replayed ? (o.batch * 1000) / replayed.msPerStep : null,
+      encodeMsPerStep: replayed?.encodeMs ?? null,
+      replayedApiCallsPerStep: replayed?.calls ?? null,
+      replayedKernelsPerStep: replayed?.kernels ?? null,
     };
   } finally {
     replica.dispose();
     await handle.close();
+  }
+}
+
+/** `steps` replayed steps (after the eager step that records): ms per step, mean host time before the GPU, calls, kernels. */
+async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Float32Array, labels: Uint8Array, steps: number) {
+  const replica = new Replica(spec, { replay: true });
+  try {
+    replica.setState(await replica.getState());
+    await replica.computeGradients({ x, labels }, 0); // eager, and records
+    if (!replica.replaying(labels.length)) throw new Error('bench:engine: the step could not be recorded for replay (its reason is on stderr)');
+    const profile = await tf.profile(async () => void (await replica.computeGradients({ x, labels }, 1)));
+    let encodeMs = 0;
+    const started = performance.now();
+    for (let s = 0; s < steps; s++) {
+      await replica.computeGradients({ x, labels }, s + 2);
+      encodeMs += replica.replayStats(labels.length)!.encodeMs;
+    }
+    return { msPerStep: (performance.now() - started) / steps, encodeMs: encodeMs / steps, calls: replica.replayStats(labels.length)!.calls, kernels: profile.kernels.length };
+  } finally {
+    replica.dispose();
   }
 }
 
@@ -219,6 +263,7 @@ async function cli(): Promise<void> {
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
         'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-', 'API calls': r.apiCallsPerStep ?? '-', 'same program': r.sameProgramAcrossSteps ?? '-',
+        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
       },
     ]);
   }

@@ -188,6 +188,11 @@ def measure(model, mode, batch, steps, warmup, device):
         "uploadBytesPerStep": None,
         "apiCallsPerStep": None,
         "sameProgramAcrossSteps": None,
+        "replayedMsPerStep": None,
+        "replayedImgPerSec": None,
+        "encodeMsPerStep": None,
+        "replayedApiCallsPerStep": None,
+        "replayedKernelsPerStep": None,
     }
 
 

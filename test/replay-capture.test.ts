@@ -84,11 +84,16 @@ describe.skipIf(!webgpu.available)('a webgpu training step, captured at the WebG
     expect(compareSteps(ops(0), moved)).toMatchObject({ sameProgram: false, firstDifference: 'op 2: copy b0+0 → b1+0 16 | copy b0+0 → b0+0 16' });
   });
 
-  it('bench:engine reports the WebGPU calls of an eager step and that two steps were one program', async () => {
+  it('bench:engine reports the WebGPU calls of an eager step, that two steps were one program, and the replayed step', async () => {
     const r = await benchEngine({ backend: 'webgpu', batch: 4, steps: 1, model: 'tiny', kernels: 'project' });
     expect(r.sameProgramAcrossSteps).toBe(true);
     // Per dispatch at least a pipeline, a bind group made and set, and its uniforms written.
     expect(r.apiCallsPerStep!).toBeGreaterThan(5 * r.dispatchesPerStep!);
+    // And replayed: no tfjs kernel, fewer calls (no buffers, bind groups or uniform writes made per step).
+    expect(r.kernelsPerStep).toBeGreaterThan(100);
+    expect(r.replayedKernelsPerStep).toBe(0);
+    expect(r.replayedApiCallsPerStep!).toBeLessThan(0.7 * r.apiCallsPerStep!);
+    expect(r.encodeMsPerStep).toBeGreaterThan(0);
   }, 120_000);
 
   it('does not nest', async () => {

@@ -47,6 +47,8 @@ describe('host time', () => {
     expect(r.dispatchesPerStep).toBeNull();
     expect(r.apiCallsPerStep).toBeNull();
     expect(r.sameProgramAcrossSteps).toBeNull();
+    expect(r.replayedMsPerStep).toBeNull();
+    expect(r.encodeMsPerStep).toBeNull();
     expect(r.kernelsPerStep).toBeGreaterThan(10);
   });
 });

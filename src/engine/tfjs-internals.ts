@@ -39,6 +39,13 @@
  *   - The `fused` export's conv2d (src/ops/fused_ops.ts) is a writable property, and tfjs-layers' Conv2D
  *     looks it up there at every call (src/layers/convolutional.ts): patches/input_convolution.ts
  *     replaces it (replaceFusedConv2d).
+ *   - tf.dropout's mask (src/ops/dropout.ts, rand_util.ts): randomUniform drawn on the CPU by seedrandom's
+ *     alea seeded with String(seed), then floor(u + keep) / keep. replay/replay.ts draws the same to write a
+ *     replayed step's masks; its recording fails (and steps stay eager) if a version draws otherwise.
+ * tfjs-backend-webgpu, for replay/replay.ts: ops on small tensors still on the CPU run there (its CPU
+ *   forwarding), so a mask may be uploaded as u, floor(u + keep) or the quotient; every program's output is
+ *   binding 0 of its bind group (webgpu_program.ts makeBindGroup), which the replay relies on to tell
+ *   buffers the GPU writes from those it only reads.
  * tfjs-backend-cpu: nothing; the project uses only what it publishes (MathBackendCPU.data, makeTensorInfo).
  */
 import { createRequire } from 'node:module';

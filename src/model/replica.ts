@@ -72,6 +72,12 @@ export class Replica implements Compute {
     return this.replays.get(batch) instanceof ReplayedStep;
   }
 
+  /** The last replayed step of `batch` images: its host time (writes, encoding, submits) and WebGPU calls; null where none. */
+  replayStats(batch: number): { encodeMs: number; calls: number } | null {
+    const r = this.replays.get(batch);
+    return r ? { encodeMs: r.encodeMs, calls: r.callsPerStep } : null;
+  }
+
   async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
     const replay = this.replays.get(shard.labels.length);
     if (replay && this.state) {

@@ -18,30 +18,11 @@
  * the same bytes, in the same order: bit-identical results (test/replay.test.ts).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import seedrandom from 'seedrandom';
 import type { GpuOp } from './capture.js';
 import { captureGpuWork } from './capture.js';
+import { identify, maskDrawer, maskValues, probeInputs, RecordingError, sameBits, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
 
-export interface StepInputs {
-  /** The flat state: trainable weights, then BN statistics, as the layout lays them out. */
-  weights: Float32Array;
-  x: Float32Array;
-  labels: Uint8Array;
-  dropoutSeed: number;
-}
-
-export interface StepOutputs {
-  /** Gradients then BN statistics, as one read. */
-  flat: Float32Array;
-  loss: number;
-  acc: number;
-}
-
-/** Where the layout's variables lie in `weights`. */
-export interface VariableSpan {
-  offset: number;
-  size: number;
-}
+export { RecordingError, type StepInputs, type StepOutputs, type VariableSpan };
 
 export interface RecordOptions {
   device: GPUDevice;
@@ -57,16 +38,6 @@ export interface RecordOptions {
   dropoutRates: number[];
 }
 
-/**
- * What tfjs uploads for a dropout mask: dropout is mul(x, div(floor(add(u, keep)), keep)) with u =
- * randomUniform drawn on the CPU, and tfjs-backend-webgpu runs ops on tensors small enough and still on the
- * CPU there (its CPU forwarding), so the upload is u, floor(u + keep) or that divided by keep, in float32.
- */
-type MaskForm = { keep: number; form: 'uniform' | 'floor' | 'scaled' };
-
-/** What each upload of the recorded step carries. */
-type Source = { kind: 'variable'; index: number } | { kind: 'x' } | { kind: 'labels' } | ({ kind: 'mask' } & MaskForm) | { kind: 'constant' };
-
 type Action =
   | { kind: 'pipeline'; pipeline: GPUComputePipeline }
   | { kind: 'bindGroup'; index: number; group: GPUBindGroup }
@@ -76,8 +47,6 @@ type Action =
   | { kind: 'write'; buffer: GPUBuffer; offset: number; bytes: Uint8Array; source: Source }
   | { kind: 'submit' }
   | { kind: 'read'; buffer: GPUBuffer };
-
-export class RecordingError extends Error {}
 
 const usage = () => globalThis.GPUBufferUsage;
 
@@ -200,69 +169,6 @@ export class ReplayedStep {
   }
 }
 
-/** Inputs whose every value is distinct from every other's, so that each upload names its source. */
-function probeInputs(o: RecordOptions): StepInputs {
-  const random = seedrandom.alea('trainpool replay probe');
-  // Positive weights around 1 (BN variances must stay positive); images around 0; labels a cycle.
-  const weights = Float32Array.from({ length: o.weightsSize }, () => 0.5 + random());
-  const x = Float32Array.from({ length: o.batch * o.imageSize }, () => random() - 0.5);
-  const labels = Uint8Array.from({ length: o.batch }, (_, i) => (i * 7 + 3) % 10);
-  return { weights, x, labels, dropoutSeed: 977 };
-}
-
-/** tfjs' dropout draws: randomUniform(shape, 0, 1, 'float32', seed), seedrandom's alea on String(seed), one stream per call. */
-function maskDrawer(seed: number): (n: number) => Float32Array {
-  return (n) => {
-    const random = seedrandom.alea(String(seed));
-    return Float32Array.from({ length: n }, () => random());
-  };
-}
-
-/** The mask as uploaded in `form`, with tfjs-backend-cpu's float32 arithmetic (add, floor, div). */
-function maskValues(u: Float32Array, { keep, form }: MaskForm): Float32Array {
-  if (form === 'uniform') return u;
-  const k = Math.fround(keep);
-  return u.map((v) => {
-    const kept = Math.floor(Math.fround(v + k));
-    return form === 'floor' ? kept : Math.fround(kept / k);
-  });
-}
-
-const bytesOf = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-
-function sameBits(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  const x = bytesOf(a);
-  const y = bytesOf(b);
-  return x.length === y.length && x.every((v, i) => v === y[i]);
-}
-
-/** Each upload's source in the probe step, by its bytes. */
-function identify(ops: GpuOp[], probe: StepInputs, variables: VariableSpan[], rates: number[]): Map<number, Source> {
-  const forms: MaskForm[] = [...new Set(rates)].flatMap((rate) => (['uniform', 'floor', 'scaled'] as const).map((form) => ({ keep: 1 - rate, form })));
-  const candidates: { bytes: Uint8Array; source: Source }[] = [
-    ...variables.map((v, index) => ({ bytes: bytesOf(probe.weights.subarray(v.offset, v.offset + v.size)), source: { kind: 'variable', index } as Source })),
-    { bytes: bytesOf(probe.x), source: { kind: 'x' } },
-    { bytes: bytesOf(new Int32Array(probe.labels)), source: { kind: 'labels' } },
-  ];
-  const sources = new Map<number, Source>();
-  ops.forEach((o, at) => {
-    if (o.op !== 'upload' && o.op !== 'writeBuffer') return;
-    const found = candidates.filter((c) => c.bytes.length === o.bytes.length && c.bytes.every((v, i) => v === o.bytes[i]));
-    if (found.length > 1) throw new RecordingError(`upload ${at} of ${o.bytes.length} bytes matches ${found.length} inputs`);
-    if (found.length === 1) sources.set(at, found[0].source);
-    else {
-      const u = o.op === 'upload' && o.bytes.length % 4 === 0 ? maskDrawer(probe.dropoutSeed)(o.bytes.length / 4) : undefined;
-      const form = u && forms.find((f) => sameBits(maskValues(u, f), o.bytes));
-      // A floor-form mask of 0s and 1s can only be told from a constant by the draw it matches.
-      sources.set(at, form ? { kind: 'mask', ...form } : { kind: 'constant' });
-    }
-  });
-  const seen = new Set([...sources.values()].filter((s) => s.kind === 'variable').map((s) => (s as { index: number }).index));
-  if (seen.size !== variables.length) throw new RecordingError(`the step uploaded ${seen.size} of the ${variables.length} variables`);
-  if (![...sources.values()].some((s) => s.kind === 'x')) throw new RecordingError('the step uploaded no images');
-  return sources;
-}
-
 /** The replayable step: twins of every buffer and bind group, and the recorded calls as actions on them. */
 function build(
   device: GPUDevice,
@@ -304,6 +210,7 @@ function build(
   const version = new Map<number, GPUBuffer>();
   const groups = new Map<number, GPUBindGroup>();
   const actions: Action[] = [];
+  let passPipeline: GPUComputePipeline | undefined;
   ops.forEach((o, at) => {
     switch (o.op) {
       case 'createBindGroup':
@@ -315,9 +222,13 @@ function build(
           }),
         );
         break;
-      case 'setPipeline':
-        actions.push({ kind: 'pipeline', pipeline: objects.get(o.pipeline) as GPUComputePipeline });
+      case 'setPipeline': {
+        // The same pipeline again in the same pass is state WebGPU keeps: a call fewer per dispatch.
+        const pipeline = objects.get(o.pipeline) as GPUComputePipeline;
+        if (pipeline !== passPipeline) actions.push({ kind: 'pipeline', pipeline });
+        passPipeline = pipeline;
         break;
+      }
       case 'setBindGroup': {
         const group = groups.get(o.group);
         if (group === undefined) throw new RecordingError(`bind group ${o.group} was made before the recorded step`);
@@ -329,6 +240,7 @@ function build(
         break;
       case 'endPass':
         actions.push({ kind: 'endPass' });
+        passPipeline = undefined;
         break;
       case 'copy':
         actions.push({ kind: 'copy', from: twin(o.from), fromOffset: o.fromOffset, to: twin(o.to), toOffset: o.toOffset, size: o.size });
