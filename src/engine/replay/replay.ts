@@ -53,10 +53,8 @@ const usage = () => globalThis.GPUBufferUsage;
 export class ReplayedStep {
   /** Host time of the last run, writing, encoding and submitting, before waiting for the GPU. */
   encodeMs = 0;
-  /** WebGPU calls a run makes. */
-  get callsPerStep(): number {
-    return this.actions.length + this.actions.filter((a) => a.kind === 'submit').length * 2 + 1;
-  }
+  /** WebGPU calls a run makes (each submit also finishes and begins an encoder). */
+  readonly callsPerStep: number;
 
   /** Made by `record` only (build below): the actions must come from a verified recording. */
   constructor(
@@ -67,7 +65,14 @@ export class ReplayedStep {
     /** Which reads are the flat values, the loss and the accuracy. */
     private readonly reads: { flat: GPUBuffer; loss: GPUBuffer; acc: GPUBuffer },
     readonly batch: number,
-  ) {}
+  ) {
+    const read = new Set(actions.filter((a) => a.kind === 'read').map((a) => (a as { buffer: GPUBuffer }).buffer));
+    this.otherReads = [...read].filter((b) => b !== reads.flat && b !== reads.loss && b !== reads.acc);
+    this.callsPerStep = actions.length + actions.filter((a) => a.kind === 'submit').length * 2 + 1;
+  }
+
+  /** Buffers the step reads back besides its three results: unmapped after each run. */
+  private readonly otherReads: GPUBuffer[];
 
   /** Records the step of `o`'s shapes; throws RecordingError (with why) where it cannot be replayed exactly. */
   static async record(o: RecordOptions): Promise<ReplayedStep> {
@@ -141,9 +146,7 @@ export class ReplayedStep {
     const flat = take(this.reads.flat);
     const loss = take(this.reads.loss)[0];
     const acc = take(this.reads.acc)[0];
-    for (const b of new Set([...this.actions.filter((a) => a.kind === 'read').map((a) => (a as { buffer: GPUBuffer }).buffer)])) {
-      if (b !== this.reads.flat && b !== this.reads.loss && b !== this.reads.acc && b.mapState === 'mapped') b.unmap();
-    }
+    for (const b of this.otherReads) if (b.mapState === 'mapped') b.unmap();
     return { flat, loss, acc };
   }
 
