@@ -38,8 +38,9 @@
  * one program, the premise of that replay. Null elsewhere.
  *
  * Then on webgpu the same step replayed (a second replica, replay on: its first step records): replayedMsPerStep
- * and replayedImgPerSec, encodeMsPerStep (host time of a replayed step up to its last submit: writing the
- * inputs, encoding the recorded passes, submitting; the GPU's work is not in it), replayedApiCallsPerStep and
+ * and replayedImgPerSec, encodeMsPerStep (host time of a replayed step up to its submit, the median over the
+ * steps: writing the inputs, encoding the recorded passes, submitting; the GPU's work is not in it) and its
+ * parts (encodePhases), replayedApiCallsPerStep, replayedBufferBytes (the buffers a replayed step owns) and
  * replayedKernelsPerStep (tfjs kernels in a replayed step, from tf.profile: 0). Null elsewhere.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -79,6 +80,10 @@ export interface EngineResult {
   replayedImgPerSec: number | null;
   /** Host time of a replayed step before it waits for the GPU: writing inputs, encoding, submitting. */
   encodeMsPerStep: number | null;
+  /** encodeMsPerStep in parts (medians): writing the inputs, encoding the commands, submitting. */
+  encodePhases: { writeMs: number; commandsMs: number; submitMs: number } | null;
+  /** Bytes of the buffers a replayed step owns, beside tfjs' pool. */
+  replayedBufferBytes: number | null;
   replayedApiCallsPerStep: number | null;
   /** tfjs kernels a replayed step runs (tf.profile): 0. */
   replayedKernelsPerStep: number | null;
@@ -151,6 +156,8 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       replayedMsPerStep: replayed?.msPerStep ?? null,
       replayedImgPerSec: replayed ? (o.batch * 1000) / replayed.msPerStep : null,
       encodeMsPerStep: replayed?.encodeMs ?? null,
+      encodePhases: replayed?.phases ?? null,
+      replayedBufferBytes: replayed?.bytes ?? null,
       replayedApiCallsPerStep: replayed?.calls ?? null,
       replayedKernelsPerStep: replayed?.kernels ?? null,
     };
@@ -160,7 +167,7 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
   }
 }
 
-/** `steps` replayed steps (after the eager step that records): ms per step, mean host time before the GPU, calls, kernels. */
+/** `steps` replayed steps (after the eager step that records): ms per step, median host time before the GPU and its parts, calls, bytes, kernels. */
 async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Float32Array, labels: Uint8Array, steps: number) {
   const replica = new Replica(spec, { replay: true });
   try {
@@ -168,13 +175,16 @@ async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Fl
     await replica.computeGradients({ x, labels }, 0); // eager, and records
     if (!replica.replaying(labels.length)) throw new Error('bench:engine: the step could not be recorded for replay (its reason is on stderr)');
     const profile = await tf.profile(async () => void (await replica.computeGradients({ x, labels }, 1)));
-    let encodeMs = 0;
+    const each: NonNullable<ReturnType<Replica['replayStats']>>[] = [];
     const started = performance.now();
     for (let s = 0; s < steps; s++) {
       await replica.computeGradients({ x, labels }, s + 2);
-      encodeMs += replica.replayStats(labels.length)!.encodeMs;
+      each.push(replica.replayStats(labels.length)!);
     }
-    return { msPerStep: (performance.now() - started) / steps, encodeMs: encodeMs / steps, calls: replica.replayStats(labels.length)!.calls, kernels: profile.kernels.length };
+    const msPerStep = (performance.now() - started) / steps;
+    // Medians: one step preempted on this VM (or a GC) is not the host's share.
+    const phases = { writeMs: median(each.map((e) => e.phases.writeMs)), commandsMs: median(each.map((e) => e.phases.commandsMs)), submitMs: median(each.map((e) => e.phases.submitMs)) };
+    return { msPerStep, encodeMs: median(each.map((e) => e.encodeMs)), phases, calls: each[0].calls, bytes: each[0].bytes, kernels: profile.kernels.length };
   } finally {
     replica.dispose();
   }
@@ -207,6 +217,13 @@ export function kernelTimes(
 }
 
 /** CPU time this thread has run, in nanoseconds (Linux: /proc/<pid>/task/<pid>/schedstat, the main thread); null elsewhere. */
+/** The middle value (the mean of the two middle ones for an even count). */
+export function median(values: readonly number[]): number {
+  const v = [...values].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
 export function mainThreadCpuNs(): number | null {
   try {
     return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
@@ -263,7 +280,7 @@ async function cli(): Promise<void> {
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
         'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-', 'API calls': r.apiCallsPerStep ?? '-', 'same program': r.sameProgramAcrossSteps ?? '-',
-        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
+        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'write/commands/submit ms': r.encodePhases ? [r.encodePhases.writeMs, r.encodePhases.commandsMs, r.encodePhases.submitMs].map((v) => v.toFixed(2)).join(' / ') : '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
       },
     ]);
   }

@@ -14,6 +14,7 @@ import {
   checkLayersInternals,
   checkWasmInternals,
   checkWebgpuInternals,
+  releaseFreeWebgpuBuffers,
   installedVersion,
   wasmTensorRecord,
   type LayersSample,
@@ -96,6 +97,7 @@ describe('each check names what is missing, the package and its version', () => 
     expect(checkWebgpuInternals({})).toEqual([
       message('tfjs-backend-webgpu', 'WebGPUBackend.tensorMap must be a map with get', 'undefined'),
       message('tfjs-backend-webgpu', 'WebGPUBackend.commandQueueOwnedIds must be a set with add', 'undefined'),
+      message('tfjs-backend-webgpu', 'WebGPUBackend.bufferManager must have freeBuffers (a Map), numFreeBuffers and numBytesAllocated', 'undefined'),
       message('tfjs-backend-webgpu', 'WebGPUBackend.ensureCommandEncoderReady must be a method', 'undefined'),
       message('tfjs-backend-webgpu', 'WebGPUBackend.endComputePassEncoder must be a method', 'undefined'),
       message('tfjs-backend-webgpu', 'WebGPUBackend.uploadToGPU must be a method', 'undefined'),
@@ -106,6 +108,7 @@ describe('each check names what is missing, the package and its version', () => 
     const backend = {
       tensorMap: { get: () => ({ resource: null }) },
       commandQueueOwnedIds: new WeakSet(),
+      bufferManager: { freeBuffers: new Map(), numFreeBuffers: 0, numBytesAllocated: 0 },
       commandEncoder: null,
       ensureCommandEncoderReady: () => {},
       endComputePassEncoder: () => {},
@@ -117,6 +120,18 @@ describe('each check names what is missing, the package and its version', () => 
       message('tfjs-backend-webgpu', 'WebGPUBackend.commandEncoder must be a GPUCommandEncoder after ensureCommandEncoderReady()', 'null'),
       message('tfjs-backend-webgpu', "a WebGPUBackend.tensorMap record must hold the tensor's GPUBuffer as resource after uploadToGPU", 'null'),
     ]);
+  });
+
+  it('releaseFreeWebgpuBuffers destroys the pool’s free buffers, keeps its keys and its used buffers, and counts the bytes', () => {
+    const destroyed: number[] = [];
+    const buffer = (size: number) => ({ size, destroy: () => destroyed.push(size) });
+    const pool = { freeBuffers: new Map([['16_140', [buffer(16), buffer(16)]], ['64_140', [buffer(64)]]]), numFreeBuffers: 3, numBytesAllocated: 96 + 1000 };
+    expect(releaseFreeWebgpuBuffers({ bufferManager: pool })).toBe(96);
+    expect(destroyed).toEqual([16, 16, 64]);
+    // Keys kept: tfjs' releaseBuffer returns early (and stops pooling) when the map is empty.
+    expect([...pool.freeBuffers.entries()]).toEqual([['16_140', []], ['64_140', []]]);
+    expect(pool.numFreeBuffers).toBe(0);
+    expect(pool.numBytesAllocated).toBe(1000);
   });
 
   it('layers: no BatchNormalization class, a Dropout without seed, no variables, a snapshot read, no gradients', () => {

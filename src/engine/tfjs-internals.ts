@@ -17,6 +17,8 @@
  *   - WebGPUBackend.commandEncoder and commandQueueOwnedIds (private; the set is replaced at every submit).
  *   - WebGPUBackend.tensorMap records' `resource`, uploadToGPU, ensureCommandEncoderReady,
  *     endComputePassEncoder (undocumented).
+ *   - WebGPUBackend.bufferManager's freeBuffers, numFreeBuffers, numBytesAllocated (undocumented): once a
+ *     step is recorded for replay, replay/'s buffers replace the pool's free ones (releaseFreeWebgpuBuffers).
  *   - navigator.gpu, a global read when the package is imported (base.ts registers its own factory if it
  *     is there) and in WebGPUBackend's constructor (which throws without it): Node 20 has no navigator,
  *     so backend.ts provides one while a webgpu backend is open (provideNavigatorGpu).
@@ -105,6 +107,33 @@ export interface WebgpuInternals {
 /** The backend itself, typed with its members above: read them at each use, as tfjs replaces some. */
 export function webgpuInternals(backend: WebGPUBackend): WebgpuInternals {
   return backend as unknown as WebgpuInternals;
+}
+
+/** WebGPUBackend.bufferManager (undocumented; src/buffer_manager.ts): the pool of buffers tfjs reuses. */
+interface WebgpuBufferPool {
+  /** Free buffers by size-and-usage key. */
+  freeBuffers: Map<string, GPUBuffer[]>;
+  numFreeBuffers: number;
+  numBytesAllocated: number;
+}
+
+/**
+ * Destroys the pool's free buffers and returns their bytes: a recorded step (replay/) owns buffers of its
+ * own, so the ones tfjs kept for the next eager step would double the memory. The keys stay:
+ * releaseBuffer stops pooling (and accounting) when the map is empty.
+ */
+export function releaseFreeWebgpuBuffers(backend: unknown): number {
+  const pool = (backend as unknown as { bufferManager: WebgpuBufferPool }).bufferManager;
+  let bytes = 0;
+  for (const buffers of pool.freeBuffers.values()) {
+    for (const b of buffers.splice(0)) {
+      bytes += b.size;
+      b.destroy();
+    }
+  }
+  pool.numFreeBuffers = 0;
+  pool.numBytesAllocated -= bytes;
+  return bytes;
 }
 
 type NavigatorHolder = { navigator?: { gpu?: GPU } };
@@ -221,6 +250,10 @@ export function checkWebgpuInternals(backend: unknown): string[] {
   if (mapProblem !== undefined) webgpu('WebGPUBackend.tensorMap must be a map with get', mapProblem);
   const owned = withMethods(field(backend, 'commandQueueOwnedIds'), ['add']);
   if (owned !== undefined) webgpu('WebGPUBackend.commandQueueOwnedIds must be a set with add', owned);
+  const pool = field(backend, 'bufferManager');
+  if (!(field(pool, 'freeBuffers') instanceof Map) || typeof field(pool, 'numFreeBuffers') !== 'number' || typeof field(pool, 'numBytesAllocated') !== 'number') {
+    webgpu('WebGPUBackend.bufferManager must have freeBuffers (a Map), numFreeBuffers and numBytesAllocated', describe(pool));
+  }
   const methods = ['ensureCommandEncoderReady', 'endComputePassEncoder', 'uploadToGPU'];
   for (const name of methods) {
     const method = field(backend, name);

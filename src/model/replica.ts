@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { ReplayedStep, webgpuDevice } from '../engine/replay/replay.js';
+import { releaseFreeWebgpuBuffers } from '../engine/tfjs-internals.js';
 import { layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
 import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
 import { buildModel, dropoutLayers, type ModelSpec } from './minigooglenet.js';
@@ -72,10 +73,10 @@ export class Replica implements Compute {
     return this.replays.get(batch) instanceof ReplayedStep;
   }
 
-  /** The last replayed step of `batch` images: its host time (writes, encoding, submits) and WebGPU calls; null where none. */
-  replayStats(batch: number): { encodeMs: number; calls: number } | null {
+  /** The last replayed step of `batch` images: its host time (writes, encoding, submit) in parts, WebGPU calls, buffer bytes; null where none. */
+  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; calls: number; bytes: number } | null {
     const r = this.replays.get(batch);
-    return r ? { encodeMs: r.encodeMs, calls: r.callsPerStep } : null;
+    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, calls: r.callsPerStep, bytes: r.bytes } : null;
   }
 
   async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
@@ -128,6 +129,8 @@ export class Replica implements Compute {
         },
       });
       this.replays.set(batch, step);
+      // Steps of this size use the recording's buffers from now on; tfjs' pool gives its spare ones back.
+      releaseFreeWebgpuBuffers(tf.backend());
     } catch (e) {
       process.stderr.write(`trainpool: webgpu steps of ${batch} images stay eager: recording them failed (${(e as Error).message})\n`);
       this.replays.set(batch, null);

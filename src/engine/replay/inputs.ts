@@ -49,11 +49,29 @@ export function probeInputs(o: { weightsSize: number; batch: number; imageSize: 
   return { weights, x, labels, dropoutSeed: 977 };
 }
 
+interface AleaState {
+  c: number;
+  s0: number;
+  s1: number;
+  s2: number;
+}
+
 /** tfjs' dropout draws: randomUniform(shape, 0, 1, 'float32', seed), seedrandom's alea on String(seed), one stream per call. */
 export function maskDrawer(seed: number): (n: number) => Float32Array {
   return (n) => {
-    const random = seedrandom.alea(String(seed));
-    return Float32Array.from({ length: n }, () => random());
+    // seedrandom's seeding, then its recurrence (lib/alea.js, Alea.next) on locals: the same doubles at
+    // ~5 ns a value instead of ~25 through the closure (a batch of 64 draws 21,504 of them per step).
+    let { c, s0, s1, s2 } = (seedrandom.alea(String(seed), { state: true }) as unknown as { state(): AleaState }).state();
+    const u = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const t = 2091639 * s0 + c * 2.3283064365386963e-10; // 2^-32
+      s0 = s1;
+      s1 = s2;
+      c = t | 0;
+      s2 = t - c;
+      u[i] = s2;
+    }
+    return u;
   };
 }
 
@@ -61,10 +79,12 @@ export function maskDrawer(seed: number): (n: number) => Float32Array {
 export function maskValues(u: Float32Array, { keep, form }: MaskForm): Float32Array {
   if (form === 'uniform') return u;
   const k = Math.fround(keep);
-  return u.map((v) => {
-    const kept = Math.floor(Math.fround(v + k));
-    return form === 'floor' ? kept : Math.fround(kept / k);
-  });
+  const out = new Float32Array(u.length);
+  for (let i = 0; i < u.length; i++) {
+    const kept = Math.floor(Math.fround(u[i] + k));
+    out[i] = form === 'floor' ? kept : kept / k; // the store rounds to float32, as tfjs-backend-cpu's div does
+  }
+  return out;
 }
 
 const bytesOf = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);

@@ -1,26 +1,24 @@
 /**
- * A webgpu training step recorded once and replayed every step: the same WebGPU calls in the same order on
- * buffers of its own, with only the step's inputs (weights, images, labels, dropout masks) written anew.
- * No tfjs kernel runs and no tensor is made in a replayed step; the host's work is encoding ~2,000 calls.
+ * A webgpu training step recorded once and replayed every step: the same dispatches and copies in the same
+ * order on buffers of its own, with only the step's inputs (weights, images, labels, dropout masks) written
+ * anew. No tfjs kernel runs and no tensor is made in a replayed step.
  *
  * Recording (`ReplayedStep.record`): one eager step on *probe* inputs, captured (capture.ts) with the
  * objects it used. Every value of the probe is distinct, so each upload of the step is told apart by its
- * bytes: a variable of the layout, the images, the labels (int32), a dropout mask (tfjs draws it on the
- * CPU: seedrandom's alea seeded with the seed's decimal string, tfjs-core rand_util.ts UniformRandom), or
- * a constant of the step. Every buffer the step touched gets a twin of the same size and usage (staging
- * buffers a copy source that queue.writeBuffer can fill), every bind group a twin on the twins; buffers
- * read before the step writes them keep their contents (copied once). Then the probe is replayed and its
- * results must equal the eager step's bit for bit, or recording fails.
+ * bytes (inputs.ts): a variable of the layout, the images, the labels (int32), a dropout mask (tfjs draws it
+ * on the CPU: seedrandom's alea seeded with the seed's decimal string, tfjs-core rand_util.ts UniformRandom),
+ * or a constant of the step. plan.ts turns the calls into a plan: the buffers the step owns, which of them
+ * the CPU fills with which input (or once, with a constant), and one command buffer. Then the probe is
+ * replayed and its results must equal the eager step's bit for bit, or recording fails.
  *
- * Replaying keeps the recorded order exactly: uploads and uniform writes are queue.writeBuffer calls at
- * their places between submits (a staging buffer reused after a submit gets its second upload there), and
- * passes, copies and submits follow as recorded. So a replayed step computes what the eager one would, on
- * the same bytes, in the same order: bit-identical results (test/replay.test.ts).
+ * A replayed step is: the flat weights, the images, the labels and each dropout mask copied into one mapped
+ * staging buffer; one command buffer (those copied into the buffers the step reads, then the recorded passes
+ * and copies, less the uploads' staging copies and the submits between them); one submit; one read-back.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { GpuOp } from './capture.js';
 import { captureGpuWork } from './capture.js';
 import { identify, maskDrawer, maskValues, probeInputs, RecordingError, sameBits, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
+import { planStep, READ_BACK, type PlanCommand, type StepPlan } from './plan.js';
 
 export { RecordingError, type StepInputs, type StepOutputs, type VariableSpan };
 
@@ -38,48 +36,70 @@ export interface RecordOptions {
   dropoutRates: number[];
 }
 
-type Action =
+type Command =
   | { kind: 'pipeline'; pipeline: GPUComputePipeline }
   | { kind: 'bindGroup'; index: number; group: GPUBindGroup }
   | { kind: 'dispatch'; x: number; y: number; z: number }
   | { kind: 'endPass' }
-  | { kind: 'copy'; from: GPUBuffer; fromOffset: number; to: GPUBuffer; toOffset: number; size: number }
-  | { kind: 'write'; buffer: GPUBuffer; offset: number; bytes: Uint8Array; source: Source }
-  | { kind: 'submit' }
-  | { kind: 'read'; buffer: GPUBuffer };
+  | { kind: 'copy'; from: GPUBuffer; fromOffset: number; to: GPUBuffer; toOffset: number; size: number };
+
+/** An input other than the weights, and where it goes in the staging buffer. */
+interface StagedInput {
+  source: Exclude<Source, { kind: 'constant' } | { kind: 'variable' }>;
+  /** Byte offset in the staging buffer. */
+  offset: number;
+  /** Its bytes (a mask's: the length of its draw × 4). */
+  bytes: number;
+}
 
 const usage = () => globalThis.GPUBufferUsage;
+const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
 export class ReplayedStep {
-  /** Host time of the last run, writing, encoding and submitting, before waiting for the GPU. */
+  /** Host time of the last run, writing its inputs, encoding and submitting, before waiting for the GPU. */
   encodeMs = 0;
-  /** WebGPU calls a run makes (each submit also finishes and begins an encoder). */
+  /** encodeMs in parts: writing the inputs, encoding the commands (and finishing), submitting (and mapAsync). */
+  phases = { writeMs: 0, commandsMs: 0, submitMs: 0 };
+  /** WebGPU calls a run makes. */
   readonly callsPerStep: number;
+  /** Bytes of the buffers the step owns (beside tfjs' pool, which keeps its own). */
+  readonly bytes: number;
 
-  /** Made by `record` only (build below): the actions must come from a verified recording. */
+  /** Made by `record` only (materialize below): the plan must come from a verified recording. */
   constructor(
     private readonly device: GPUDevice,
-    private readonly actions: Action[],
-    private readonly variables: VariableSpan[],
+    /**
+     * Where the CPU puts a step's inputs: the flat weights at 0, then the others (`inputs`); the first
+     * commands copy them into the buffers the step reads. One buffer kept mapped between steps, so a step's
+     * inputs are plain copies into memory already there: queue.writeBuffer of 6.6 MB allocates (and faults
+     * in) a staging buffer of Dawn's every time, ~5 ms on this VM.
+     */
+    private readonly staging: GPUBuffer,
+    private readonly inputs: StagedInput[],
+    private readonly commands: Command[],
+    private readonly readBack: GPUBuffer,
+    private readonly results: StepPlan['results'],
     private readonly owned: GPUBuffer[],
-    /** Which reads are the flat values, the loss and the accuracy. */
-    private readonly reads: { flat: GPUBuffer; loss: GPUBuffer; acc: GPUBuffer },
     readonly batch: number,
   ) {
-    const read = new Set(actions.filter((a) => a.kind === 'read').map((a) => (a as { buffer: GPUBuffer }).buffer));
-    this.otherReads = [...read].filter((b) => b !== reads.flat && b !== reads.loss && b !== reads.acc);
-    this.callsPerStep = actions.length + actions.filter((a) => a.kind === 'submit').length * 2 + 1;
+    const passes = commands.filter((c, i) => c.kind !== 'copy' && c.kind !== 'endPass' && (i === 0 || commands[i - 1].kind === 'copy' || commands[i - 1].kind === 'endPass')).length;
+    // getMappedRange and unmap of the staging buffer; the commands, a begin per pass; the encoder, finish,
+    // submit; mapAsync of the staging buffer for the next step; mapAsync, getMappedRange, unmap of the read-back.
+    this.callsPerStep = 2 + commands.length + passes + 3 + 1 + 3;
+    this.bytes = owned.reduce((n, b) => n + b.size, 0);
   }
 
-  /** Buffers the step reads back besides its three results: unmapped after each run. */
-  private readonly otherReads: GPUBuffer[];
+  /** The staging buffer mapped for writing: at creation, then again after each step's submit. */
+  private mapped: Promise<void> = Promise.resolve();
 
   /** Records the step of `o`'s shapes; throws RecordingError (with why) where it cannot be replayed exactly. */
   static async record(o: RecordOptions): Promise<ReplayedStep> {
     const probe = probeInputs(o);
     const { ops, objects, result } = await captureGpuWork(() => o.eager(probe), { keep: true });
     const sources = identify(ops, probe, o.variables, o.dropoutRates);
-    const step = build(o.device, ops, objects, sources, o.variables, result, o.batch);
+    const facts = (id: number) => objects.get(id) as GPUBuffer;
+    const plan = planStep(ops, sources, facts, result.flat.byteLength);
+    const step = materialize(o.device, plan, objects, o.variables, o.batch);
     const again = await step.run(probe);
     if (!sameBits(again.flat, result.flat) || !sameBits(Float32Array.of(again.loss), Float32Array.of(result.loss)) || !sameBits(Float32Array.of(again.acc), Float32Array.of(result.acc))) {
       step.dispose();
@@ -90,81 +110,70 @@ export class ReplayedStep {
 
   /** Runs the recorded step on `inputs` (of the recorded shapes). */
   async run(inputs: StepInputs): Promise<StepOutputs> {
-    if (inputs.labels.length !== this.batch) throw new Error(`a replayed step takes ${this.batch} images. Received: ${inputs.labels.length}: this is a bug`);
+    const images = this.inputs.find((w) => w.source.kind === 'x')!.bytes / 4;
+    if (inputs.labels.length !== this.batch || inputs.x.length !== images) {
+      throw new Error(`a replayed step takes ${this.batch} images of ${images / this.batch} values. Received: ${inputs.labels.length} labels, ${inputs.x.length} values: this is a bug`);
+    }
     const { device } = this;
     const queue = device.queue;
-    const labels = new Int32Array(inputs.labels);
-    let encoder = device.createCommandEncoder();
-    let pass: GPUComputePassEncoder | null = null;
-    const reads: Promise<void>[] = [];
-    const mask = maskDrawer(inputs.dropoutSeed);
+    await this.mapped; // resolved once the last step's GPU work is done, before this step's clock starts
     const started = performance.now();
-    for (const a of this.actions) {
-      switch (a.kind) {
+    const staged = this.staging.getMappedRange();
+    new Float32Array(staged, 0, inputs.weights.length).set(inputs.weights);
+    const mask = maskDrawer(inputs.dropoutSeed);
+    for (const w of this.inputs) {
+      const s = w.source;
+      if (s.kind === 'x') new Float32Array(staged, w.offset, w.bytes / 4).set(inputs.x);
+      else if (s.kind === 'labels') new Int32Array(staged, w.offset, w.bytes / 4).set(inputs.labels);
+      else new Float32Array(staged, w.offset, w.bytes / 4).set(maskValues(mask(w.bytes / 4), s));
+    }
+    this.staging.unmap();
+    const wrote = performance.now();
+    const encoder = device.createCommandEncoder();
+    let pass: GPUComputePassEncoder | null = null;
+    for (const c of this.commands) {
+      switch (c.kind) {
         case 'pipeline':
           pass ??= encoder.beginComputePass();
-          pass.setPipeline(a.pipeline);
+          pass.setPipeline(c.pipeline);
           break;
         case 'bindGroup':
           pass ??= encoder.beginComputePass();
-          pass.setBindGroup(a.index, a.group);
+          pass.setBindGroup(c.index, c.group);
           break;
         case 'dispatch':
-          pass!.dispatchWorkgroups(a.x, a.y, a.z);
+          pass!.dispatchWorkgroups(c.x, c.y, c.z);
           break;
         case 'endPass':
           pass?.end();
           pass = null;
           break;
         case 'copy':
-          encoder.copyBufferToBuffer(a.from, a.fromOffset, a.to, a.toOffset, a.size);
-          break;
-        case 'write':
-          queue.writeBuffer(a.buffer, a.offset, this.bytesFor(a, inputs, labels, mask));
-          break;
-        case 'submit':
-          if (pass) throw new Error('a recorded submit inside a compute pass: this is a bug');
-          queue.submit([encoder.finish()]);
-          encoder = device.createCommandEncoder();
-          break;
-        case 'read':
-          reads.push(a.buffer.mapAsync(GPUMapMode.READ));
+          if (pass) throw new Error('a copy inside a compute pass: this is a bug');
+          encoder.copyBufferToBuffer(c.from, c.fromOffset, c.to, c.toOffset, c.size);
           break;
         default: {
-          const never: never = a;
-          throw new Error(`replay: action ${JSON.stringify(never)}: this is a bug`);
+          const never: never = c;
+          throw new Error(`replay: command ${JSON.stringify(never)}: this is a bug`);
         }
       }
     }
-    this.encodeMs = performance.now() - started;
-    await Promise.all(reads);
-    const take = (b: GPUBuffer) => {
-      const values = new Float32Array(b.getMappedRange().slice(0));
-      b.unmap();
-      return values;
-    };
-    const flat = take(this.reads.flat);
-    const loss = take(this.reads.loss)[0];
-    const acc = take(this.reads.acc)[0];
-    for (const b of this.otherReads) if (b.mapState === 'mapped') b.unmap();
-    return { flat, loss, acc };
-  }
-
-  private bytesFor(a: Extract<Action, { kind: 'write' }>, inputs: StepInputs, labels: Int32Array, mask: (n: number) => Float32Array): ArrayBufferView {
-    switch (a.source.kind) {
-      case 'constant':
-        return a.bytes;
-      case 'variable': {
-        const { offset, size } = this.variables[a.source.index];
-        return inputs.weights.subarray(offset, offset + size);
-      }
-      case 'x':
-        return inputs.x;
-      case 'labels':
-        return labels;
-      case 'mask':
-        return maskValues(mask(a.bytes.length / 4), a.source);
-    }
+    pass?.end();
+    const commands = encoder.finish();
+    const encoded = performance.now();
+    queue.submit([commands]);
+    this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
+    this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
+    const read = this.readBack.mapAsync(GPUMapMode.READ);
+    const submitted = performance.now();
+    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded };
+    this.encodeMs = submitted - started;
+    await read;
+    const range = this.readBack.getMappedRange();
+    const { flatBytes, loss, acc } = this.results;
+    const out = { flat: new Float32Array(range.slice(0, flatBytes)), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
+    this.readBack.unmap();
+    return out;
   }
 
   dispose(): void {
@@ -172,165 +181,71 @@ export class ReplayedStep {
   }
 }
 
-/** The replayable step: twins of every buffer and bind group, and the recorded calls as actions on them. */
-function build(
-  device: GPUDevice,
-  ops: GpuOp[],
-  objects: Map<number, object>,
-  sources: Map<number, Source>,
-  variables: VariableSpan[],
-  eager: StepOutputs,
-  batch: number,
-): ReplayedStep {
+/** The plan's buffers, bind groups and commands on `device`: constants written and originals copied once. */
+function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, object>, variables: VariableSpan[], batch: number): ReplayedStep {
   const U = usage();
-  const twins = new Map<number, GPUBuffer>();
   const owned: GPUBuffer[] = [];
-  const created = new Set(ops.filter((o) => o.op === 'createBuffer').map((o) => (o as { buffer: number }).buffer));
-  const readFirst = buffersReadFirst(ops);
-  const snapshot = device.createCommandEncoder();
-  const twin = (id: number): GPUBuffer => {
-    let b = twins.get(id);
-    if (b === undefined) {
-      const original = objects.get(id) as GPUBuffer;
-      // Staging buffers for writing become copy sources queue.writeBuffer can fill; others keep their usage.
-      const mapWrite = (original.usage & U.MAP_WRITE) !== 0;
-      const use = mapWrite ? U.COPY_SRC | U.COPY_DST : original.usage | ((original.usage & U.MAP_READ) === 0 ? U.COPY_DST : 0);
-      b = device.createBuffer({ size: original.size, usage: use });
-      owned.push(b);
-      twins.set(id, b);
-      if (!created.has(id) && readFirst.has(id)) {
-        // Made before the step and read before it writes them: their contents are part of the program.
-        if ((original.usage & U.COPY_SRC) === 0) throw new RecordingError(`buffer ${id} is read before the step writes it and cannot be copied`);
-        snapshot.copyBufferToBuffer(original, 0, b, 0, original.size);
-      }
-    }
+  const buffers = new Map<string, GPUBuffer>();
+  const make = (size: number, use: number) => {
+    const b = device.createBuffer({ size, usage: use });
+    owned.push(b);
     return b;
   };
-  // Uniform buffers: tfjs' pool hands the same one to program after program, each time written with the
-  // program's constants. Each write gets a buffer of its own instead, written once now, so that a step
-  // makes none of those ~400 calls; the bind groups made after a write use its buffer.
-  const constantOnly = constantlyWritten(ops, sources);
-  const version = new Map<number, GPUBuffer>();
-  const groups = new Map<number, GPUBindGroup>();
-  const actions: Action[] = [];
-  let passPipeline: GPUComputePipeline | undefined;
-  ops.forEach((o, at) => {
-    switch (o.op) {
-      case 'createBindGroup':
-        groups.set(
-          o.group,
-          device.createBindGroup({
-            layout: objects.get(o.layout) as GPUBindGroupLayout,
-            entries: o.entries.map((e) => ({ binding: e.binding, resource: { buffer: version.get(e.buffer) ?? twin(e.buffer), offset: e.offset, size: e.size } })),
-          }),
-        );
-        break;
-      case 'setPipeline': {
-        // The same pipeline again in the same pass is state WebGPU keeps: a call fewer per dispatch.
-        const pipeline = objects.get(o.pipeline) as GPUComputePipeline;
-        if (pipeline !== passPipeline) actions.push({ kind: 'pipeline', pipeline });
-        passPipeline = pipeline;
-        break;
-      }
-      case 'setBindGroup': {
-        const group = groups.get(o.group);
-        if (group === undefined) throw new RecordingError(`bind group ${o.group} was made before the recorded step`);
-        actions.push({ kind: 'bindGroup', index: o.index, group });
-        break;
-      }
-      case 'dispatch':
-        actions.push({ kind: 'dispatch', x: o.x, y: o.y, z: o.z });
-        break;
-      case 'endPass':
-        actions.push({ kind: 'endPass' });
-        passPipeline = undefined;
-        break;
-      case 'copy':
-        actions.push({ kind: 'copy', from: twin(o.from), fromOffset: o.fromOffset, to: twin(o.to), toOffset: o.toOffset, size: o.size });
-        break;
-      case 'writeBuffer':
-      case 'upload': {
-        const offset = o.op === 'writeBuffer' ? o.offset : 0;
-        if (constantOnly.has(o.buffer)) {
-          const original = objects.get(o.buffer) as GPUBuffer;
-          const fresh = device.createBuffer({ size: original.size, usage: original.usage | U.COPY_DST });
-          owned.push(fresh);
-          device.queue.writeBuffer(fresh, offset, o.bytes);
-          version.set(o.buffer, fresh);
-        } else {
-          actions.push({ kind: 'write', buffer: twin(o.buffer), offset, bytes: o.bytes, source: sources.get(at)! });
-        }
-        break;
-      }
-      case 'submit':
-        if (o.commandBuffers > 0) actions.push({ kind: 'submit' });
-        break;
-      case 'mapRead':
-        actions.push({ kind: 'read', buffer: twin(o.buffer) });
-        break;
-      case 'createBuffer':
-      case 'getBindGroupLayout':
-      case 'destroy':
-        break;
-      default: {
-        const never: never = o;
-        throw new RecordingError(`op ${JSON.stringify(never)}`);
+  const snapshot = device.createCommandEncoder();
+  // The staging buffer's layout: the flat weights (the variables are copied out of them), then each other input.
+  const weightsBytes = 4 * variables.reduce((n, v) => Math.max(n, v.offset + v.size), 0);
+  const inputs: StagedInput[] = [];
+  const spread: { from: number; to: GPUBuffer; size: number }[] = [];
+  let end = weightsBytes;
+  for (const p of plan.buffers) {
+    const b = make(p.size, p.usage);
+    buffers.set(p.key, b);
+    if (p.kind === 'twin' && p.snapshot) {
+      // Made before the step and read before it writes them: their contents are part of the program.
+      const original = objects.get(p.of) as GPUBuffer;
+      if ((original.usage & U.COPY_SRC) === 0) throw new RecordingError(`buffer ${p.of} is read before the step writes it and cannot be copied`);
+      snapshot.copyBufferToBuffer(original, 0, b, 0, p.size);
+    } else if (p.kind === 'version') {
+      if (p.source.kind === 'constant') device.queue.writeBuffer(b, 0, p.bytes);
+      else if (p.source.kind === 'variable') {
+        const { offset, size } = variables[p.source.index];
+        spread.push({ from: 4 * offset, to: b, size: 4 * size });
+      } else {
+        inputs.push({ source: p.source, offset: end, bytes: p.bytes.length });
+        spread.push({ from: end, to: b, size: p.bytes.length });
+        end += pad4(p.bytes.length);
       }
     }
-  });
-  device.queue.submit([snapshot.finish()]);
-  const reads = actions.filter((a) => a.kind === 'read').map((a) => (a as { buffer: GPUBuffer }).buffer);
-  const flat = reads.find((b) => b.size >= eager.flat.byteLength);
-  const small = reads.filter((b) => b !== flat);
-  if (flat === undefined || small.length < 2) throw new RecordingError(`the step read ${reads.length} buffers, not the values, the loss and the accuracy`);
-  return new ReplayedStep(device, actions, variables, owned, { flat, loss: small[0], acc: small[1] }, batch);
-}
-
-/** Buffers whose first use in the step reads them: binding 0 of a tfjs program is its output, the rest inputs. */
-function buffersReadFirst(ops: GpuOp[]): Set<number> {
-  const seen = new Set<number>();
-  const readFirst = new Set<number>();
-  const groups = new Map<number, { binding: number; buffer: number }[]>();
-  const touch = (buffer: number, read: boolean) => {
-    if (seen.has(buffer)) return;
-    seen.add(buffer);
-    if (read) readFirst.add(buffer);
-  };
-  let bound = new Map<number, number>();
-  for (const o of ops) {
-    if (o.op === 'createBindGroup') groups.set(o.group, o.entries);
-    else if (o.op === 'setBindGroup') bound.set(o.index, o.group);
-    else if (o.op === 'dispatch') {
-      for (const g of bound.values()) for (const e of groups.get(g) ?? []) touch(e.buffer, e.binding !== 0);
-    } else if (o.op === 'endPass') bound = new Map();
-    else if (o.op === 'copy') {
-      touch(o.from, true);
-      touch(o.to, false);
-    } else if (o.op === 'writeBuffer' || o.op === 'upload') touch(o.buffer, false);
-    else if (o.op === 'mapRead') touch(o.buffer, true);
   }
-  return readFirst;
-}
-
-/**
- * Buffers written only by the CPU with constants, and used only by bind groups (no copy, no dispatch output,
- * no read-back): uniforms. Each of their writes can be a buffer of its own, written once.
- */
-function constantlyWritten(ops: GpuOp[], sources: Map<number, Source>): Set<number> {
-  const candidates = new Set<number>();
-  const excluded = new Set<number>();
-  ops.forEach((o, at) => {
-    if (o.op === 'writeBuffer' || o.op === 'upload') {
-      if (sources.get(at)?.kind === 'constant' && o.op === 'writeBuffer') candidates.add(o.buffer);
-      else excluded.add(o.buffer);
-    } else if (o.op === 'createBindGroup') {
-      for (const e of o.entries) if (e.binding === 0) excluded.add(e.buffer);
-    } else if (o.op === 'copy') {
-      excluded.add(o.from);
-      excluded.add(o.to);
-    } else if (o.op === 'mapRead') excluded.add(o.buffer);
+  const staging = device.createBuffer({ size: pad4(end), usage: U.MAP_WRITE | U.COPY_SRC, mappedAtCreation: true });
+  owned.push(staging);
+  const copies: Command[] = spread.map((c) => ({ kind: 'copy', from: staging, fromOffset: c.from, to: c.to, toOffset: 0, size: c.size }));
+  device.queue.submit([snapshot.finish()]);
+  const readBack = make(plan.results.size, U.MAP_READ | U.COPY_DST);
+  buffers.set(READ_BACK, readBack);
+  const groups = new Map<number, GPUBindGroup>();
+  for (const [id, g] of plan.groups) {
+    groups.set(
+      id,
+      device.createBindGroup({
+        layout: objects.get(g.layout) as GPUBindGroupLayout,
+        entries: g.entries.map((e) => ({ binding: e.binding, resource: { buffer: buffers.get(e.buffer)!, offset: e.offset, size: e.size } })),
+      }),
+    );
+  }
+  const recorded = plan.commands.map((c: PlanCommand): Command => {
+    switch (c.kind) {
+      case 'pipeline':
+        return { kind: 'pipeline', pipeline: objects.get(c.pipeline) as GPUComputePipeline };
+      case 'bindGroup':
+        return { kind: 'bindGroup', index: c.index, group: groups.get(c.group)! };
+      case 'copy':
+        return { kind: 'copy', from: buffers.get(c.from)!, fromOffset: c.fromOffset, to: buffers.get(c.to)!, toOffset: c.toOffset, size: c.size };
+      default:
+        return c;
+    }
   });
-  return new Set([...candidates].filter((b) => !excluded.has(b)));
+  return new ReplayedStep(device, staging, inputs, [...copies, ...recorded], readBack, plan.results, owned, batch);
 }
 
 /** The device of the current tfjs backend, which must be webgpu. */

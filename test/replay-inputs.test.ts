@@ -1,0 +1,38 @@
+/**
+ * The replay's dropout masks (src/engine/replay/inputs.ts) are tfjs' own draws: seedrandom's alea seeded with
+ * the seed's decimal string, as tfjs-core's UniformRandom does, in float32; and the mask's three forms
+ * are tfjs-backend-cpu's float32 arithmetic. No GPU needed.
+ */
+import seedrandom from 'seedrandom';
+import { describe, expect, it } from 'vitest';
+import { maskDrawer, maskValues } from '../src/engine/replay/inputs.js';
+
+const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+
+describe('maskDrawer', () => {
+  it('draws exactly what seedrandom.alea(String(seed)) gives, in float32, for seeds across the range', () => {
+    for (const seed of [0, 1, 977, 123_456_789, 2 ** 32 - 1]) {
+      const random = seedrandom.alea(String(seed));
+      const want = Float32Array.from({ length: 5000 }, () => random());
+      expect(bits(maskDrawer(seed)(5000)), `seed ${seed}`).toEqual(bits(want));
+    }
+  });
+
+  it('starts every draw from the seed again (one stream per dropout call), and another seed gives another mask', () => {
+    const draw = maskDrawer(42);
+    expect(bits(draw(100))).toEqual(bits(draw(300).subarray(0, 100)));
+    expect(bits(maskDrawer(43)(100))).not.toEqual(bits(draw(100)));
+  });
+});
+
+describe('maskValues', () => {
+  it('keeps u, floors u + keep, or scales that by 1/keep, with float32 rounding at each step', () => {
+    const u = Float32Array.of(0, 0.25, 0.4999999, 0.5, 0.75, 0.9999999);
+    expect(Array.from(maskValues(u, { keep: 0.5, form: 'uniform' }))).toEqual(Array.from(u));
+    expect(Array.from(maskValues(u, { keep: 0.5, form: 'floor' }))).toEqual([0, 0, 0, 1, 1, 1]);
+    expect(Array.from(maskValues(u, { keep: 0.5, form: 'scaled' }))).toEqual([0, 0, 0, 2, 2, 2]);
+    // keep 0.7 is 0.699999988… in float32: 0.3 + keep rounds to 1 in float32 (kept), 0.29 does not.
+    const kept = maskValues(Float32Array.of(0.3, 0.29), { keep: 0.7, form: 'scaled' });
+    expect(Array.from(kept)).toEqual([Math.fround(1 / Math.fround(0.7)), 0]);
+  });
+});
