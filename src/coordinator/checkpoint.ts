@@ -1,13 +1,18 @@
 /**
  * Checkpoints: everything needed to continue a run exactly where it stopped.
  *
- *     8 bytes   "TPCKPT01"
+ *     8 bytes   "TPCKPT02"
  *     u32 LE    header length
- *     header    JSON: epoch, step, partial epoch sums, history, config, sizes, layout hash, SHA-256
+ *     header    JSON: version, epoch, step, partial epoch sums, history, config, sizes, layout hash
  *     pad       to 8
  *     weights   float32 (trainable weights, then BN moving statistics: the flat layout)
  *     velocity  float32 (SGD momentum buffer)
  *     mean      float32 (the per-pixel mean image)
+ *     32 bytes  SHA-256 of every byte before it
+ *
+ * The digest covers the header too: an edited epoch, step or history is as corrupt as a flipped weight.
+ * (Format 1, "TPCKPT01", kept its digest in the header and covered only the three arrays; such files are
+ * still read, with that weaker check, so that a run started before format 2 can be resumed.)
  *
  * Random state needs no bytes: every stream is derived from (seed, epoch, step, rank) (util/random.ts),
  * so the seed in the config and the position (epoch, step) restore the shuffle, augmentation and dropout
@@ -25,8 +30,11 @@ import { TrainpoolError } from '../util/errors.js';
 import type { EpochRecord } from './trainer.js';
 import { pad8 } from '../util/align.js';
 
-const MAGIC = 'TPCKPT01';
-const VERSION = 1;
+const MAGIC = 'TPCKPT02';
+const VERSION = 2;
+/** Format 1's magic: read (with its header's digest of the arrays only), never written. */
+const MAGIC_1 = 'TPCKPT01';
+const DIGEST_BYTES = 32;
 const KEEP = 2;
 
 export interface CheckpointData {
@@ -49,7 +57,8 @@ interface Header extends Omit<CheckpointData, 'weights' | 'velocity' | 'mean'> {
   version: number;
   createdAt: string;
   sizes: { weights: number; velocity: number; mean: number };
-  sha256: string;
+  /** Format 1 only: the SHA-256 of the three arrays. */
+  sha256?: string;
 }
 
 const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -58,10 +67,10 @@ function fileName(epoch: number, step: number): string {
   return `epoch-${String(epoch).padStart(4, '0')}-step-${String(step).padStart(6, '0')}.ckpt`;
 }
 
-function digest(arrays: Float32Array[]): string {
+function digest(parts: Uint8Array[]): Buffer {
   const h = createHash('sha256');
-  for (const a of arrays) h.update(bytesOf(a));
-  return h.digest('hex');
+  for (const p of parts) h.update(p);
+  return h.digest();
 }
 
 /** Writes a checkpoint atomically and removes all but the newest two. Returns its path. */
@@ -72,18 +81,19 @@ export function writeCheckpoint(dir: string, data: CheckpointData): string {
     version: VERSION,
     createdAt: new Date().toISOString(),
     sizes: { weights: weights.length, velocity: velocity.length, mean: mean.length },
-    sha256: digest([weights, velocity, mean]),
   };
   const json = Buffer.from(JSON.stringify(header));
   const head = Buffer.alloc(pad8(12 + json.length));
   head.write(MAGIC, 0, 'latin1');
   head.writeUInt32LE(json.length, 8);
   json.copy(head, 12);
+  const parts = [head, bytesOf(weights), bytesOf(velocity), bytesOf(mean)];
+  parts.push(digest(parts));
   const file = path.join(dir, fileName(data.epoch, data.step));
   const tmp = path.join(dir, `.${fileName(data.epoch, data.step)}.${process.pid}.tmp`);
   const fd = openSync(tmp, 'w');
   try {
-    for (const part of [head, bytesOf(weights), bytesOf(velocity), bytesOf(mean)]) {
+    for (const part of parts) {
       let at = 0;
       while (at < part.length) at += writeSync(fd, part, at, part.length - at);
     }
@@ -111,7 +121,9 @@ export function listCheckpoints(dir: string): string[] {
 export function readCheckpoint(file: string): CheckpointData {
   const bad = (why: string) => new TrainpoolError('CHECKPOINT', `checkpoint ${file} is unusable: ${why}`);
   const buf = readFileSync(file);
-  if (buf.length < 12 || buf.toString('latin1', 0, 8) !== MAGIC) throw bad(`it does not start with ${MAGIC}`);
+  const magic = buf.length < 12 ? '' : buf.toString('latin1', 0, 8);
+  const format = magic === MAGIC ? VERSION : magic === MAGIC_1 ? 1 : undefined;
+  if (format === undefined) throw bad(`it does not start with ${MAGIC}`);
   const headLength = buf.readUInt32LE(8);
   if (12 + headLength > buf.length) throw bad(`its header of ${headLength} bytes is cut off at ${buf.length} bytes`);
   let header: Header;
@@ -120,17 +132,20 @@ export function readCheckpoint(file: string): CheckpointData {
   } catch {
     throw bad('its header is not valid JSON');
   }
-  if (header.version !== VERSION) throw bad(`version ${header.version}, this trainpool reads version ${VERSION}`);
+  if (header.version !== format) throw bad(`its header says version ${header.version} in a file of format ${format} (${magic}); this trainpool reads versions 1 and ${VERSION}`);
   const { weights: nw, velocity: nv, mean: nm } = header.sizes;
   const start = pad8(12 + headLength);
-  const expected = start + 4 * (nw + nv + nm);
+  const end = start + 4 * (nw + nv + nm);
+  const expected = end + (format === VERSION ? DIGEST_BYTES : 0);
   if (buf.length !== expected) throw bad(`${buf.length} bytes where its header promises ${expected} (truncated or padded)`);
+  const corrupted = () => bad('its contents fail the SHA-256 check (corrupted)');
+  if (format === VERSION && !digest([buf.subarray(0, end)]).equals(buf.subarray(end))) throw corrupted();
   // Copy out of the file buffer: a Float32Array view needs 4-byte alignment, which Buffer pooling breaks.
   const take = (at: number, n: number) => new Float32Array(buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + 4 * n));
   const weights = take(start, nw);
   const velocity = take(start + 4 * nw, nv);
   const mean = take(start + 4 * (nw + nv), nm);
-  if (digest([weights, velocity, mean]) !== header.sha256) throw bad('its contents fail the SHA-256 check (corrupted)');
+  if (format === 1 && digest([weights, velocity, mean].map(bytesOf)).toString('hex') !== header.sha256) throw corrupted();
   const { version: _v, createdAt: _c, sizes: _s, sha256: _h, ...rest } = header;
   return { ...rest, weights, velocity, mean };
 }
