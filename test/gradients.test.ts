@@ -83,7 +83,7 @@ describe('computeGradients on a fixed batch', () => {
     r.dispose();
   });
 
-  it('returns gradients in layout order and moves the BN statistics by momentum 0.99', async () => {
+  it('returns gradients and BN statistics of the layout’s sizes, and moves moving_mean a small step off zero', async () => {
     const r = new Replica({ ...spec, dropout: 0 });
     const batch = fixedBatch(8);
     const before = await r.getState();
@@ -196,7 +196,7 @@ describe('the first convolution without its input gradient', () => {
 });
 
 describe('evaluate', () => {
-  it('sums losses and correct answers over sub-batches exactly as over one batch', async () => {
+  it('sums over sub-batches the same correct answers as over one batch, and the same loss to float32 rounding', async () => {
     const r = new Replica(spec);
     const batch = fixedBatch(10);
     const whole = await r.evaluate(batch);

@@ -28,6 +28,17 @@ describe('learningRate with linear scaling and warmup (Goyal et al.)', () => {
     expect(learningRate(2, o)).toBeCloseTo(5e-3 * (68 / 70) * 2.2, 12);
   });
   it('is G times the decayed rate after warmup', () => expect(learningRate(35, o)).toBeCloseTo(4 * 2.5e-3, 12));
+  it('climbs by (G − 1)/warmup of the decayed rate each epoch, epochs 1–4, and is at full scale from epoch 5', () => {
+    // Worked by hand: epoch e < 5 gives 5e-3·(70 − e)/70 · (1 + 3e/5); epoch 5 gives 4 · 5e-3·65/70.
+    const want = [1, 1.6, 2.2, 2.8, 3.4].map((scale, e) => 5e-3 * ((70 - e) / 70) * scale);
+    for (let e = 0; e < 5; e++) expect(learningRate(e, o), `epoch ${e}`).toBeCloseTo(want[e], 12);
+    expect(learningRate(4, o)).toBeLessThan(4 * polyDecay(4, 70, 5e-3)); // the last warmup epoch is not yet at scale
+    expect(learningRate(5, o)).toBeCloseTo(4 * 5e-3 * (65 / 70), 12);
+  });
+  it('has no warmup with one worker, and an immediate full scale with warmup 0', () => {
+    expect(learningRate(1, { ...o, workers: 1 })).toBe(polyDecay(1, 70, 5e-3));
+    expect(learningRate(0, { ...o, warmupEpochs: 0 })).toBeCloseTo(4 * 5e-3, 12);
+  });
   it('is plain poly decay when off', () => expect(learningRate(35, { ...o, scaleLr: false })).toBeCloseTo(2.5e-3, 12));
 });
 
@@ -54,7 +65,8 @@ describe('Keras momentum SGD', () => {
     const s = createSgdState(1);
     sgdStep(w, new Float32Array([0.5]), s, 0.1, 0.9);
     sgdStep(w, new Float32Array([0.5]), s, 0.05, 0.9);
-    expect(w[0]).not.toBeCloseTo(0.9025, 4);
+    // Keras: v = 0.9·(−0.05) − 0.05·0.5 = −0.07, so w[0] = 1 − 0.05 − 0.07 = 0.88, not PyTorch's 0.9025.
+    expect(w[0]).toBeCloseTo(0.88, 6);
   });
 
   it('is bit-for-bit TensorFlow float32 arithmetic', () => {

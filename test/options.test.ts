@@ -76,6 +76,11 @@ describe('command-line rules', () => {
     [['--seed', 'abc'], '--seed must be an integer from 0 to 4294967295. Received: --seed=abc'],
     [['--workers', '0'], '--workers must be an integer ≥ 1. Received: --workers=0'],
     [['--limit-train', '0'], '--limit-train must be an integer ≥ 1. Received: --limit-train=0'],
+    [['--limit-test', '-1'], '--limit-test must be an integer ≥ 0. Received: --limit-test=-1'],
+    [['--momentum', '-0.5'], '--momentum must be a number in [0, 1). Received: --momentum=-0.5'],
+    [['--seed', '4294967296'], '--seed must be an integer from 0 to 4294967295. Received: --seed=4294967296'],
+    [['--augment-threads', '65'], '--augment-threads must be an integer from 1 to 64. Received: --augment-threads=65'],
+    [['--augment-threads', '0'], '--augment-threads must be an integer from 1 to 64. Received: --augment-threads=0'],
     [['--backend', 'cuda'], '--backend must be one of auto, webgpu, tensorflow, wasm, cpu. Received: --backend=cuda'],
     [['--dataset', 'mnist'], '--dataset must be one of cifar10, fashion-mnist, synthetic. Received: --dataset=mnist'],
     [['--model', 'resnet'], '--model must be one of minigooglenet, tiny. Received: --model=resnet'],
@@ -83,6 +88,14 @@ describe('command-line rules', () => {
     [['--download', '--dataset', 'synthetic'], '--download fetches CIFAR-10 only. Received: --dataset=synthetic'],
   ])('%j → %s', (args, message) => {
     expect(err(['--output', 'p.png', ...args])).toBe(message);
+  });
+
+  it('accepts each number rule at its bounds: seed 0 and 2³²−1, 64 augment threads, no test images, momentum 0', () => {
+    expect(ok(['--output', 'p.png', '--seed', '4294967295']).seed).toBe(4294967295);
+    expect(ok(['--output', 'p.png', '--seed', '0']).seed).toBe(0);
+    expect(ok(['--output', 'p.png', '--augment-threads', '64']).augmentThreads).toBe(64);
+    expect(ok(['--output', 'p.png', '--limit-test', '0']).limitTest).toBe(0);
+    expect(ok(['--output', 'p.png', '--momentum', '0']).momentum).toBe(0);
   });
 
   it('requires --output, as a .png', () => {

@@ -56,6 +56,28 @@ describe('frame codec', () => {
     bad.writeUInt32LE(0xfffffff0, 0);
     expect(() => new FrameDecoder().push(bad)).toThrow(/frame length 4294967280 is outside/);
   });
+
+  it('rejects a frame too short to hold its header length, naming the limits', () => {
+    for (const length of [0, 3]) {
+      const bad = Buffer.alloc(8);
+      bad.writeUInt32LE(length, 0);
+      expect(() => new FrameDecoder().push(bad), `length ${length}`).toThrow(`frame length ${length} is outside 4..${2 ** 30}`);
+    }
+  });
+
+  it('rejects a header length that overruns its frame', () => {
+    const frame = concat(encodeFrame({ type: 'x', n: 1 }));
+    frame.writeUInt32LE(frame.length, 4); // the header now claims more bytes than the frame has
+    expect(() => new FrameDecoder().push(frame)).toThrow(`frame header of ${frame.length} bytes overruns a ${frame.length - 4}-byte frame`);
+  });
+
+  it('rejects an attachment that overruns its frame, naming the field', () => {
+    const frame = concat(encodeFrame({ type: 'x', grads: new Float32Array(4) }));
+    // Cut the last attachment's bytes off, and make the length field agree with the shorter frame.
+    const cut = frame.subarray(0, frame.length - 8);
+    cut.writeUInt32LE(cut.length - 4, 0);
+    expect(() => new FrameDecoder().push(cut)).toThrow('frame attachment grads overruns the frame');
+  });
 });
 
 describe('message narrowing', () => {

@@ -88,9 +88,16 @@ describe('plot', () => {
     expect(ticks(12)).toEqual([1, 2, 4, 6, 8, 10, 12]);
   });
 
-  it('draws a single epoch without failing', async () => {
-    const png = await renderPlot([record(1)], { title: 'one epoch' });
-    expect(png.readUInt32BE(16)).toBeGreaterThan(0);
+  it('draws a single epoch as a PNG of the same size as a longer run’s, with its points on it', async () => {
+    const one = await renderPlot([record(1)], { title: 'one epoch' });
+    const ten = await renderPlot(Array.from({ length: 10 }, (_, i) => record(i + 1)), { title: 'one epoch' });
+    expect(one.subarray(0, 8)).toEqual(ten.subarray(0, 8)); // the PNG signature
+    // The same frame (only the axis labels' widths differ by a few pixels).
+    expect(Math.abs(one.readUInt32BE(16) - ten.readUInt32BE(16))).toBeLessThan(20);
+    expect(one.readUInt32BE(20)).toBe(ten.readUInt32BE(20));
+    // Not the ten-epoch picture, and not blank: axes, legend and the one epoch's points.
+    expect(one.equals(ten)).toBe(false);
+    expect(one.length).toBeGreaterThan(20_000);
   });
 });
 

@@ -27,7 +27,9 @@ const supervised = (o: ConstructorParameters<typeof SupervisedWorker>[0]) => {
 describe('SupervisedWorker', () => {
   it('replaces a hung worker after its deadline and re-runs the step with the current weights', async () => {
     const steady = supervised({ worker: { config: config() } });
-    const hung = supervised({ worker: { config: config({ hangAtRequest: 2 }), requestTimeoutMs: 400, firstRequestTimeoutMs: 400 } });
+    // A deadline far above a fake step's few ms even with both cores busy, and a first request (start-up)
+    // with all the time it needs: only the hang can miss its deadline.
+    const hung = supervised({ worker: { config: config({ hangAtRequest: 2 }), requestTimeoutMs: 2_000, firstRequestTimeoutMs: 60_000 } });
     await Promise.all([steady.start(), hung.start()]);
     for (const v of [1, 2]) {
       const a = await steady.computeGradients(shard(v), state);
@@ -49,6 +51,17 @@ describe('SupervisedWorker', () => {
     expect(again.grads[0]).toBeCloseTo((2 + 0.5) * 1e-6, 12);
     expect(w.restarts).toBe(1);
     expect(w.worker!.pid).not.toBe(firstPid);
+  });
+
+  it('counts failures in a row only: a success between them starts the count again', async () => {
+    // Killed in steps 1, 2 and 3, each time once: three failures, never two in a row with a limit of 2.
+    const w = supervised({ worker: { config: config() }, killAtSteps: new Set([1, 2, 3]), maxConsecutiveFailures: 2 });
+    await w.start();
+    for (const v of [1, 2, 3, 4]) {
+      const r = await w.computeGradients(shard(v), state);
+      expect(r.grads[0]).toBeCloseTo((v + 0.5) * 1e-6, 12);
+    }
+    expect(w.restarts).toBe(3);
   });
 
   it('gives up after three failures in a row, naming the worker and the last error', async () => {

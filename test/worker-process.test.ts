@@ -79,18 +79,21 @@ describe('worker process', () => {
     expect(await waitGone(pid)).toBe(true);
   });
 
-  it('exits when the coordinator’s end of the pipe closes (no orphans)', async () => {
+  it('refuses another protocol version with a message, and exits', async () => {
     const entry = fileURLToPath(new URL('../src/worker/main.ts', import.meta.url));
     const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
     const child = spawn(process.execPath, ['--import', loader, entry], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
     const messages: Record<string, unknown>[] = [];
     const channel = new Channel(child.stdio[3] as net.Socket, { message: (m) => messages.push(m), close: () => {} });
-    // A wrong protocol version is refused with a message, and the worker exits.
     await channel.send({ type: 'init', protocolVersion: 999, config: fake() });
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(messages[0]).toMatchObject({ type: 'failed', code: 'PROTOCOL', message: "protocol version must be 2 (this worker's). Received: 999" });
     expect(code).toBe(1);
+  });
 
+  it('exits when the coordinator’s end of the pipe closes (no orphans)', async () => {
+    const entry = fileURLToPath(new URL('../src/worker/main.ts', import.meta.url));
+    const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
     const second = spawn(process.execPath, ['--import', loader, entry], { stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
     await new Promise((r) => setTimeout(r, 300));
     (second.stdio[3] as net.Socket).destroy();
