@@ -274,12 +274,18 @@ describe('stderrProgress', () => {
 
   it('on a terminal redraws one line at most 5 times a second, and ends it when done', () => {
     const writes: string[] = [];
-    const draw = stderrProgress({ isTTY: true, write: (s: string) => writes.push(s) } as unknown as NodeJS.WriteStream);
+    let now = 1_000; // ms, set by the test: no wall clock
+    const draw = stderrProgress({ isTTY: true, write: (s: string) => writes.push(s) } as unknown as NodeJS.WriteStream, () => now);
     draw({ bytes: 42_500_000, total: 170_052_171, bytesPerSecond: 5_000_000, done: false });
+    now += 199;
     draw({ bytes: 42_600_000, total: 170_052_171, bytesPerSecond: 5_000_000, done: false }); // within 200 ms: dropped
-    draw({ bytes: 170_052_171, total: 170_052_171, bytesPerSecond: 5_000_000, done: true });
+    now += 1;
+    draw({ bytes: 42_700_000, total: 170_052_171, bytesPerSecond: 5_000_000, done: false }); // 200 ms after the first: drawn
+    now += 10;
+    draw({ bytes: 170_052_171, total: 170_052_171, bytesPerSecond: 5_000_000, done: true }); // the end: always drawn
     expect(writes).toEqual([
       '\rDownloading CIFAR-10: 42.5 / 170.1 MB (25 %) at 5.0 MB/s',
+      '\rDownloading CIFAR-10: 42.7 / 170.1 MB (25 %) at 5.0 MB/s',
       '\rDownloading CIFAR-10: 170.1 / 170.1 MB (100 %) at 5.0 MB/s',
       '\n',
     ]);

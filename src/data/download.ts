@@ -165,11 +165,11 @@ function causeOf(e: unknown): string {
  * The default progress display: one line on stderr, redrawn at most 5 times a second, and only when stderr
  * is a terminal (a log file or CI output gets nothing rather than thousands of carriage returns).
  */
-export function stderrProgress(stream: NodeJS.WriteStream = process.stderr): (progress: DownloadProgress) => void {
+export function stderrProgress(stream: NodeJS.WriteStream = process.stderr, clock: () => number = () => performance.now()): (progress: DownloadProgress) => void {
   if (!stream.isTTY) return () => {};
-  let last = 0;
+  let last = Number.NEGATIVE_INFINITY;
   return ({ bytes, total, bytesPerSecond, done }) => {
-    const now = performance.now();
+    const now = clock();
     if (!done && now - last < 200) return;
     last = now;
     const mb = (n: number) => (n / 1e6).toFixed(1);
