@@ -149,6 +149,13 @@ describe('planStep', () => {
     expect(() => planStep(overwritten.ops, overwritten.sources, facts, 16)).toThrow(/buffer 4 is read before the step writes it, and then written/);
   });
 
+  it('gives a staging buffer the step reads without uploading to it a twin a copy can fill (map-write buffers cannot be copy targets)', () => {
+    const { ops, sources } = recording();
+    ops.splice(12, 0, { op: 'copy', from: 21, fromOffset: 0, to: 6, toOffset: 0, size: 16 });
+    const plan = planStep(ops, sources, facts, 16);
+    expect(plan.buffers.find((b) => b.of === 21)).toMatchObject({ kind: 'twin', usage: COPY_SRC | COPY_DST, snapshot: true });
+  });
+
   it('fails when the step does not read back the values, the loss and the accuracy', () => {
     const { ops, sources } = recording();
     const withoutAccuracy = ops.filter((o) => !(o.op === 'mapRead' && o.buffer === 42));

@@ -83,7 +83,9 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
     let t = twins.get(id);
     if (t === undefined) {
       const f = facts(id);
-      twins.set(id, (t = { kind: 'twin', key: `t${id}`, of: id, size: f.size, usage: f.usage | ((f.usage & MAP_READ) === 0 ? COPY_DST : 0), snapshot: false }));
+      // A map-write buffer may only be a copy source besides: its twin is filled by copies instead.
+      const usage = (f.usage & MAP_WRITE) !== 0 ? COPY_SRC | COPY_DST : f.usage | ((f.usage & MAP_READ) === 0 ? COPY_DST : 0);
+      twins.set(id, (t = { kind: 'twin', key: `t${id}`, of: id, size: f.size, usage, snapshot: false }));
     }
     return t.key;
   };
