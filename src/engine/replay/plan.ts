@@ -62,10 +62,21 @@ export interface BufferFacts {
   usage: number;
 }
 
+// WebGPU's GPUBufferUsage bits, spelled out: the plan is made (and unit-tested) without the webgpu globals.
 const MAP_READ = 0x0001;
 const MAP_WRITE = 0x0002;
 const COPY_SRC = 0x0004;
 const COPY_DST = 0x0008;
+
+/**
+ * The usage of a buffer of the step's own standing in for one of `usage`: a copy target besides (twins of
+ * buffers read before the step writes them, versions the CPU fills), except a map-read buffer, which
+ * WebGPU allows to be nothing else; a map-write one (a staging buffer) becomes a plain copy source and target.
+ */
+function ownUsage(usage: number): number {
+  if ((usage & MAP_WRITE) !== 0) return COPY_SRC | COPY_DST;
+  return usage | ((usage & MAP_READ) === 0 ? COPY_DST : 0);
+}
 
 /**
  * The plan of `ops`. `facts(id)` gives a buffer's size and usage, `sources` each upload's source by its
@@ -74,6 +85,8 @@ const COPY_DST = 0x0008;
 export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id: number) => BufferFacts, flatBytes: number): StepPlan {
   const created = new Set(ops.filter((o) => o.op === 'createBuffer').map((o) => (o as { buffer: number }).buffer));
   const twins = new Map<number, PlanBuffer & { kind: 'twin' }>();
+  /** The recorded buffer each twin's key stands for. */
+  const twinOf = new Map<string, number>();
   const versions = new Map<string, PlanBuffer & { kind: 'version' }>();
   /** The buffer holding each recorded buffer's contents now: a version's key, or none for its twin. */
   const current = new Map<number, string>();
@@ -83,9 +96,8 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
     let t = twins.get(id);
     if (t === undefined) {
       const f = facts(id);
-      // A map-write buffer may only be a copy source besides: its twin is filled by copies instead.
-      const usage = (f.usage & MAP_WRITE) !== 0 ? COPY_SRC | COPY_DST : f.usage | ((f.usage & MAP_READ) === 0 ? COPY_DST : 0);
-      twins.set(id, (t = { kind: 'twin', key: `t${id}`, of: id, size: f.size, usage, snapshot: false }));
+      twins.set(id, (t = { kind: 'twin', key: `t${id}`, of: id, size: f.size, usage: ownUsage(f.usage), snapshot: false }));
+      twinOf.set(t.key, id);
     }
     return t.key;
   };
@@ -107,8 +119,7 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
   };
   const version = (at: number, of: number, source: Source, bytes: Uint8Array): void => {
     const f = facts(of);
-    const usage = (f.usage & MAP_WRITE) !== 0 ? COPY_SRC | COPY_DST : f.usage | COPY_DST;
-    const v = { kind: 'version' as const, key: `v${at}`, of, size: f.size, usage, source, bytes };
+    const v = { kind: 'version' as const, key: `v${at}`, of, size: f.size, usage: ownUsage(f.usage), source, bytes };
     versions.set(v.key, v);
     current.set(of, v.key);
   };
@@ -170,8 +181,8 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
       case 'dispatch':
         for (const g of bound.values()) {
           for (const e of groups.get(g)!.entries) {
-            const t = twins.get(Number(e.buffer.slice(1)));
-            if (e.buffer.startsWith('t') && t) touch(t.of, e.binding !== 0);
+            const id = twinOf.get(e.buffer);
+            if (id !== undefined) touch(id, e.binding !== 0);
           }
         }
         commands.push({ kind: 'dispatch', x: o.x, y: o.y, z: o.z });
@@ -199,17 +210,18 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
   const flat = reads.find((b) => facts(b).size >= flatBytes);
   const small = reads.filter((b) => b !== flat);
   if (flat === undefined || small.length < 2) throw new RecordingError(`the step read ${reads.length} buffers, not the values, the loss and the accuracy`);
+  const [flatSize, lossSize, accSize] = [flat, small[0], small[1]].map((b) => facts(b).size);
   const base = new Map<number, number>([
     [flat, 0],
-    [small[0], facts(flat).size],
-    [small[1], facts(flat).size + facts(small[0]).size],
+    [small[0], flatSize],
+    [small[1], flatSize + lossSize],
   ]);
   for (const { to, command } of readCopies) {
     const at = base.get(to);
     if (at === undefined) commands.splice(commands.indexOf(command), 1); // a read the replay has no use for
     else Object.assign(command, { to: READ_BACK, toOffset: at + command.toOffset });
   }
-  const size = facts(flat).size + facts(small[0]).size + facts(small[1]).size;
+  const size = flatSize + lossSize + accSize;
   const compact = mergePasses(commands);
   const named = new Set<string>();
   for (const c of compact) if (c.kind === 'copy') named.add(c.from).add(c.to);
@@ -219,7 +231,7 @@ export function planStep(ops: GpuOp[], sources: Map<number, Source>, facts: (id:
     else groups.delete(id);
   }
   const buffers = [...twins.values(), ...versions.values()].filter((b) => named.has(b.key));
-  return { buffers, groups, commands: compact, results: { flat: 0, flatBytes, loss: base.get(small[0])!, acc: base.get(small[1])!, size } };
+  return { buffers, groups, commands: compact, results: { flat: 0, flatBytes, loss: flatSize, acc: flatSize + lossSize, size } };
 }
 
 /**

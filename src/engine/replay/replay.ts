@@ -87,7 +87,11 @@ export class ReplayedStep {
     // submit; mapAsync of the staging buffer for the next step; mapAsync, getMappedRange, unmap of the read-back.
     this.callsPerStep = 2 + commands.length + passes + 3 + 1 + 3;
     this.bytes = owned.reduce((n, b) => n + b.size, 0);
+    this.imageValues = inputs.find((w) => w.source.kind === 'x')!.bytes / 4;
   }
+
+  /** Values of the images a run takes (batch × height × width × depth). */
+  private readonly imageValues: number;
 
   /** The staging buffer mapped for writing: at creation, then again after each step's submit. */
   private mapped: Promise<void> = Promise.resolve();
@@ -110,9 +114,8 @@ export class ReplayedStep {
 
   /** Runs the recorded step on `inputs` (of the recorded shapes). */
   async run(inputs: StepInputs): Promise<StepOutputs> {
-    const images = this.inputs.find((w) => w.source.kind === 'x')!.bytes / 4;
-    if (inputs.labels.length !== this.batch || inputs.x.length !== images) {
-      throw new Error(`a replayed step takes ${this.batch} images of ${images / this.batch} values. Received: ${inputs.labels.length} labels, ${inputs.x.length} values: this is a bug`);
+    if (inputs.labels.length !== this.batch || inputs.x.length !== this.imageValues) {
+      throw new Error(`a replayed step takes ${this.batch} images of ${this.imageValues / this.batch} values. Received: ${inputs.labels.length} labels, ${inputs.x.length} values: this is a bug`);
     }
     const { device } = this;
     const queue = device.queue;
