@@ -29,6 +29,7 @@ import type { ShapingConfig } from '../config/config.js';
 import { TrainpoolError } from '../util/errors.js';
 import type { EpochRecord } from './trainer.js';
 import { pad8 } from '../util/align.js';
+import { bytesOf } from '../util/bytes.js';
 
 const MAGIC = 'TPCKPT02';
 const VERSION = 2;
@@ -60,8 +61,6 @@ interface Header extends Omit<CheckpointData, 'weights' | 'velocity' | 'mean'> {
   /** Format 1 only: the SHA-256 of the three arrays. */
   sha256?: string;
 }
-
-const bytesOf = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 function fileName(epoch: number, step: number): string {
   return `epoch-${String(epoch).padStart(4, '0')}-step-${String(step).padStart(6, '0')}.ckpt`;

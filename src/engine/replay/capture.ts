@@ -12,6 +12,8 @@
  * while a capture is active.
  */
 
+import { sameBits } from '../../util/bytes.js';
+
 /** One WebGPU call, with the objects it names as capture-wide ids. */
 export type GpuOp =
   | { op: 'createBuffer'; buffer: number; size: number; usage: number; mapped: boolean }
@@ -220,18 +222,12 @@ export function compareSteps(a: GpuOp[], b: GpuOp[]): StepComparison {
   let inputBytes = 0;
   a.forEach((o, i) => {
     const p = b[i];
-    if ((o.op === 'upload' || o.op === 'writeBuffer') && (p.op === 'upload' || p.op === 'writeBuffer') && !equalBytes(o.bytes, p.bytes)) {
+    if ((o.op === 'upload' || o.op === 'writeBuffer') && (p.op === 'upload' || p.op === 'writeBuffer') && !sameBits(o.bytes, p.bytes)) {
       inputs.push(i);
       inputBytes += o.bytes.length;
     }
   });
   return { sameProgram: true, inputs, inputBytes };
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** What a capture holds, by kind of op. */

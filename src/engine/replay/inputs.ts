@@ -4,6 +4,7 @@
  * images, the labels, a dropout mask in one of the forms tfjs uploads it) or that it is a constant.
  */
 import seedrandom from 'seedrandom';
+import { bytesOf, sameBits } from '../../util/bytes.js';
 import type { GpuOp } from './capture.js';
 
 export class RecordingError extends Error {}
@@ -87,13 +88,6 @@ export function maskValues(u: Float32Array, { keep, form }: MaskForm): Float32Ar
   return out;
 }
 
-const bytesOf = (v: ArrayBufferView) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-
-export function sameBits(a: ArrayBufferView, b: ArrayBufferView): boolean {
-  const x = bytesOf(a);
-  const y = bytesOf(b);
-  return x.length === y.length && x.every((v, i) => v === y[i]);
-}
 
 /** Each upload's source in the probe step, by its bytes. */
 export function identify(ops: GpuOp[], probe: StepInputs, variables: VariableSpan[], rates: number[]): Map<number, Source> {
@@ -106,7 +100,7 @@ export function identify(ops: GpuOp[], probe: StepInputs, variables: VariableSpa
   const sources = new Map<number, Source>();
   ops.forEach((o, at) => {
     if (o.op !== 'upload' && o.op !== 'writeBuffer') return;
-    const found = candidates.filter((c) => c.bytes.length === o.bytes.length && c.bytes.every((v, i) => v === o.bytes[i]));
+    const found = candidates.filter((c) => sameBits(c.bytes, o.bytes));
     if (found.length > 1) throw new RecordingError(`upload ${at} of ${o.bytes.length} bytes matches ${found.length} inputs`);
     if (found.length === 1) sources.set(at, found[0].source);
     else {

@@ -17,7 +17,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { captureGpuWork } from './capture.js';
-import { identify, maskDrawer, maskValues, probeInputs, RecordingError, sameBits, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
+import { sameBits } from '../../util/bytes.js';
+import { identify, maskDrawer, maskValues, probeInputs, RecordingError, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
 import { planStep, READ_BACK, type PlanCommand, type StepPlan } from './plan.js';
 
 export { RecordingError, type StepInputs, type StepOutputs, type VariableSpan };
