@@ -22,13 +22,24 @@ describe.runIf(!webgpu.available && webgpu.required)('webgpu replay, required by
 
 const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
+/** Runs `body` with a replica that replays and one that stays eager (the tiny model, `seed`) on a webgpu backend; closes all three. */
+async function withPair(seed: number, body: (replayed: Replica, eager: Replica) => Promise<void>): Promise<void> {
+  const handle = await setupBackend('webgpu');
+  const spec = { name: 'tiny' as const, width: 32, height: 32, depth: 3, classes: 10, seed };
+  const replayed = new Replica(spec, { replay: true });
+  const eager = new Replica(spec, { replay: false });
+  try {
+    await body(replayed, eager);
+  } finally {
+    replayed.dispose();
+    eager.dispose();
+    await handle.close();
+  }
+}
+
 describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
   it('equal eager steps bit for bit, run no tfjs kernel, and leave evaluation on the weights last set', async () => {
-    const handle = await setupBackend('webgpu');
-    const spec = { name: 'tiny' as const, width: 32, height: 32, depth: 3, classes: 10, seed: 1 };
-    const replayed = new Replica(spec, { replay: true });
-    const eager = new Replica(spec, { replay: false });
-    try {
+    await withPair(1, async (replayed, eager) => {
       const rng = new Rng(11);
       const state = await eager.getState();
       const batch = 8;
@@ -66,42 +77,33 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
       const test = { x: Float32Array.from({ length: 16 * 32 * 32 * 3 }, () => rng.next() - 0.5), labels: Uint8Array.from({ length: 16 }, (_, i) => i % 10) };
       expect(await replayed.evaluate(test)).toEqual(await eager.evaluate(test));
       expect(bits(await replayed.getState())).toEqual(bits(await eager.getState()));
-    } finally {
-      replayed.dispose();
-      eager.dispose();
-      await handle.close();
-    }
+    });
   }, 180_000);
 
   it('stays eager, with one line on stderr, where a step cannot be recorded, and its steps still equal eager ones', async () => {
-    const handle = await setupBackend('webgpu');
-    const spec = { name: 'tiny' as const, width: 32, height: 32, depth: 3, classes: 10, seed: 3 };
-    const replica = new Replica(spec, { replay: true });
-    const eager = new Replica(spec, { replay: false });
-    const record = vi.spyOn(ReplayedStep, 'record').mockRejectedValue(new RecordingError('write 9 covers bytes 4–16 of a 16-byte buffer, not all of it'));
-    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    try {
-      const state = await eager.getState();
-      const shard = { x: Float32Array.from({ length: 4 * 32 * 32 * 3 }, (_, i) => ((i % 17) - 8) / 8), labels: new Uint8Array([3, 1, 4, 1]) };
-      replica.setState(state);
-      eager.setState(state);
-      for (let step = 0; step < 3; step++) {
-        const got = await replica.computeGradients(shard, 40 + step);
-        const want = await eager.computeGradients(shard, 40 + step);
-        expect(bits(got.grads)).toEqual(bits(want.grads));
-        expect(Object.is(got.loss, want.loss)).toBe(true);
+    await withPair(3, async (replica, eager) => {
+      const record = vi.spyOn(ReplayedStep, 'record').mockRejectedValue(new RecordingError('write 9 covers bytes 4–16 of a 16-byte buffer, not all of it'));
+      const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+      try {
+        const state = await eager.getState();
+        const shard = { x: Float32Array.from({ length: 4 * 32 * 32 * 3 }, (_, i) => ((i % 17) - 8) / 8), labels: new Uint8Array([3, 1, 4, 1]) };
+        replica.setState(state);
+        eager.setState(state);
+        for (let step = 0; step < 3; step++) {
+          const got = await replica.computeGradients(shard, 40 + step);
+          const want = await eager.computeGradients(shard, 40 + step);
+          expect(bits(got.grads)).toEqual(bits(want.grads));
+          expect(Object.is(got.loss, want.loss)).toBe(true);
+        }
+        expect(replica.replaying(4)).toBe(false);
+        expect(record).toHaveBeenCalledTimes(1); // not tried again every step
+        const lines = stderr.mock.calls.map((c) => String(c[0])).filter((l) => l.startsWith('trainpool:'));
+        expect(lines).toEqual(['trainpool: webgpu steps of 4 images stay eager: recording them failed (write 9 covers bytes 4–16 of a 16-byte buffer, not all of it)\n']);
+      } finally {
+        record.mockRestore();
+        stderr.mockRestore();
       }
-      expect(replica.replaying(4)).toBe(false);
-      expect(record).toHaveBeenCalledTimes(1); // not tried again every step
-      const lines = stderr.mock.calls.map((c) => String(c[0])).filter((l) => l.startsWith('trainpool:'));
-      expect(lines).toEqual(['trainpool: webgpu steps of 4 images stay eager: recording them failed (write 9 covers bytes 4–16 of a 16-byte buffer, not all of it)\n']);
-    } finally {
-      record.mockRestore();
-      stderr.mockRestore();
-      replica.dispose();
-      eager.dispose();
-      await handle.close();
-    }
+    });
   }, 120_000);
 
   it('stays eager when turned off', async () => {
