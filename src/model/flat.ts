@@ -89,10 +89,15 @@ export async function readFlat(tensors: tf.Tensor[], size: number): Promise<Floa
 }
 
 /** Writes a whole state vector (trainable weights and BN statistics) into the model's variables. */
-export function writeState(model: tfl.LayersModel, layout: WeightLayout, state: Float32Array): void {
+/** Throws unless `state` has the layout's size. */
+export function checkStateSize(layout: WeightLayout, state: Float32Array): void {
   if (state.length !== layout.totalSize) {
     throw new Error(`weights must have ${layout.totalSize} values for this model. Received: ${state.length}`);
   }
+}
+
+export function writeState(model: tfl.LayersModel, layout: WeightLayout, state: Float32Array): void {
+  checkStateSize(layout, state);
   const vars = layoutVariables(model);
   if (vars.length !== layout.entries.length) {
     throw new Error(`the model has ${vars.length} variables where the layout has ${layout.entries.length}: this is a bug`);

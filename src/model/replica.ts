@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { ReplayedStep, webgpuDevice } from '../engine/replay/replay.js';
 import { releaseFreeWebgpuBuffers } from '../engine/tfjs-internals.js';
-import { layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
+import { checkStateSize, layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
 import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
 import { buildModel, dropoutLayers, type ModelSpec } from './minigooglenet.js';
 
@@ -51,9 +51,8 @@ export class Replica implements Compute {
 
   /** Trainable weights followed by BN statistics, as laid out by `layout`. */
   setState(state: Float32Array): void {
-    if (state.length !== this.layout.totalSize) {
-      throw new Error(`weights must have ${this.layout.totalSize} values for this model. Received: ${state.length}`);
-    }
+    // Checked here too: with recordings the variables get the state only later, when an eager step needs it.
+    checkStateSize(this.layout, state);
     if (this.replays.size === 0) {
       writeState(this.model, this.layout, state);
       if (!this.replayWanted) return;
