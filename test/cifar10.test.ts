@@ -175,7 +175,7 @@ describe('readCifar10 on broken files', () => {
 });
 
 describe('readCifar10 on a full-size set (6 × 30,730,000 bytes)', () => {
-  it('reads 50,000 + 10,000 images, converts 50,000 in well under a second', async () => {
+  it('reads 50,000 + 10,000 images and converts them to HWC exactly, across the files’ boundaries', async () => {
     writeCifarFiles(root, 10_000);
     expect(checkCifar10(root)).toEqual({ dir: root, trainCount: 50_000, testCount: 10_000 });
     const d = await readCifar10(root);

@@ -70,6 +70,27 @@ describe('bin/train end to end (synthetic data, tiny model, 2 CPU workers)', () 
   });
 });
 
+describe('bin/train --scale-lr (linear scaling with warmup, Goyal et al.)', () => {
+  it('trains epoch e at the poly-decayed lr × (1 + (G − 1)·e/warmup), and says so at the start', () => {
+    const out = path.join(dir, 'scaled', 'plot.png');
+    const r = train([
+      '--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--workers', '2', '--epochs', '3',
+      '--limit-train', '256', '--limit-test', '64', '--seed', '7', '--scale-lr', '--output', out,
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('global batch 128 (64 × 2), 2 steps/epoch, 3 epochs, lr 0.005 × 2 (warmup 5 epochs), momentum 0.9\n');
+    // Worked by hand, G = 2, warmup 5, E = 3: 0.005·(1 − e/3)·(1 + e/5) = 0.005, 0.004, 0.002333;
+    // without --scale-lr they would be 0.005, 0.003333, 0.001667.
+    const lrs = r.stdout.split('\n').filter((l) => l.startsWith('Epoch ')).map((l) => / - lr: ([\d.e-]+)$/.exec(l)![1]);
+    expect(lrs).toEqual(['0.005', '0.004', '0.002333']);
+    const history = JSON.parse(readFileSync(path.join(dir, 'scaled', 'plot.history.json'), 'utf8'));
+    expect(history.config).toMatchObject({ scale_lr: true });
+    const want = [0.005, 0.005 * (2 / 3) * 1.2, 0.005 * (1 / 3) * 1.4];
+    history.epochs.forEach((e: { lr: number }, i: number) => expect(e.lr, `epoch ${i + 1}`).toBeCloseTo(want[i], 12));
+  }, 300_000);
+});
+
 describe('bin/train refuses bad input at once, with one line and status 2', () => {
   it.each([
     [['--epochs', '-1', '--output', 'x.png'], '--epochs must be an integer ≥ 1. Received: --epochs=-1'],

@@ -26,7 +26,7 @@ function train(args: string[], extra: NodeJS.ProcessEnv = {}) {
 const out = (name: string) => path.join(dir, name, 'plot.png');
 const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model', 'weights.bin'));
 const epochs = (name: string) =>
-  (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { epoch: number; loss: number }[]);
+  (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { epoch: number; loss: number; val_loss: number; val_acc: number }[]);
 
 /** Process ids whose parent is `pid` (the coordinator's workers). */
 function children(pid: number): number[] {
@@ -61,6 +61,17 @@ describe('worker failure', () => {
     expect(log.match(/"msg":"worker failed"/g)).toHaveLength(3);
     expect(weights('killed').equals(weights('baseline'))).toBe(true);
     expect(epochs('killed').map((e) => e.loss)).toEqual(epochs('baseline').map((e) => e.loss));
+  });
+
+  it('a worker killed during validation is replaced and the chunk re-run: the same val_loss, val_acc and weights', () => {
+    const r = train([...RUN, '--output', out('killed-eval'), '--log-file', path.join(dir, 'killed-eval.log')], { TRAINPOOL_CHAOS: 'kill-eval=1:2' });
+    expect(r.code).toBe(0);
+    const log = readFileSync(path.join(dir, 'killed-eval.log'), 'utf8');
+    expect(log.match(/chaos: killing the worker mid-validation/g)).toHaveLength(1);
+    expect(log).toMatch(/"during":"evaluate"/);
+    const validation = (name: string) => epochs(name).map((e) => [e.val_loss, e.val_acc]);
+    expect(validation('killed-eval')).toEqual(validation('baseline'));
+    expect(weights('killed-eval').equals(weights('baseline'))).toBe(true);
   });
 
   it('stops, naming the worker, its GPU and the last error, when a worker keeps dying', () => {
@@ -118,6 +129,24 @@ describe('coordinator failure and resume', () => {
     expect(weights('sigint').equals(weights('baseline'))).toBe(true);
   });
 
+  it('SIGTERM (docker stop, a Kubernetes eviction) stops the same way: a checkpoint, every worker stopped, exit 130', async () => {
+    const child = spawn(BIN, [...RUN, '--output', out('sigterm')], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (c) => (stdout += c));
+    child.stderr!.on('data', (c) => (stderr += c));
+    await until(() => stdout.includes('Epoch 1/3'));
+    const workers = children(child.pid!);
+    expect(workers).toHaveLength(2);
+    child.kill('SIGTERM');
+    expect(await exited(child)).toBe(130);
+    expect(stderr).toContain('SIGTERM: stopping after the current step');
+    const saved = /stopped after epoch (\d), step (\d): checkpoint (.*\.ckpt); continue with the same command and --resume/.exec(stdout);
+    expect(saved).not.toBeNull();
+    expect(existsSync(saved![3])).toBe(true);
+    expect(workers.filter(alive)).toEqual([]);
+  });
+
   it('keeps the last two checkpoints', () => {
     const names = readdirSync(path.join(dir, 'baseline', 'plot.checkpoints'));
     expect(names.sort()).toEqual(['epoch-0002-step-000000.ckpt', 'epoch-0003-step-000000.ckpt']);
@@ -135,6 +164,20 @@ describe('bad resumes and diverging runs fail with one line', () => {
     const r = train([...RUN.map((a) => (a === '3' ? '5' : a)), '--resume', '--output', out('baseline')]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^train: error: --resume: the checkpoint in .* was trained with other settings: --epochs 5 \(the checkpoint has 3\); pass the checkpoint's values or start afresh\n$/);
+  });
+
+  it('--resume refuses a checkpoint of another weight layout (same settings, another model build), naming both', async () => {
+    const { mkdirSync } = await import('node:fs');
+    const { readCheckpoint, writeCheckpoint } = await import('../src/coordinator/checkpoint.js');
+    const ckdir = path.join(dir, 'layout', 'plot.checkpoints');
+    mkdirSync(ckdir, { recursive: true });
+    const good = readCheckpoint(path.join(dir, 'baseline', 'plot.checkpoints', 'epoch-0002-step-000000.ckpt'));
+    // Written by writeCheckpoint, so its digest is valid: only the layout differs.
+    writeCheckpoint(ckdir, { ...good, layoutHash: 'a-layout-of-another-build' });
+    const r = train([...RUN, '--resume', '--output', out('layout')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`train: error: --resume: the checkpoint's weight layout a-layout-of-another-build does not match this model's ${good.layoutHash}\n`);
+    expect(readdirSync(ckdir)).toEqual(['epoch-0002-step-000000.ckpt']); // nothing removed or added
   });
 
   it('a corrupt checkpoint is refused when it is the only one, and skipped with a warning when an older one is good', async () => {

@@ -1,5 +1,6 @@
 /** SupervisedWorker: replacement of a worker that dies or hangs, and the limit on retries. */
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseChaos } from '../src/coordinator/run.js';
 import { SupervisedWorker } from '../src/coordinator/supervisor.js';
 import type { WorkerConfig } from '../src/protocol/messages.js';
 
@@ -53,6 +54,15 @@ describe('SupervisedWorker', () => {
     expect(w.worker!.pid).not.toBe(firstPid);
   });
 
+  it('replaces a worker killed mid-validation and re-runs the chunk: the same sums as an unharmed worker', async () => {
+    const steady = supervised({ worker: { config: config({ delayMs: 300 }) } });
+    const killed = supervised({ worker: { config: config({ delayMs: 300 }) }, killAtEvaluations: new Set([2]) });
+    await Promise.all([steady.start(), killed.start()]);
+    for (const v of [1, 2, 3]) expect(await killed.evaluate(shard(v), state)).toEqual(await steady.evaluate(shard(v), state));
+    expect(killed.restarts).toBe(1);
+    expect(steady.restarts).toBe(0);
+  });
+
   it('counts failures in a row only: a success between them starts the count again', async () => {
     // Killed in steps 1, 2 and 3, each time once: three failures, never two in a row with a limit of 2.
     const w = supervised({ worker: { config: config() }, killAtSteps: new Set([1, 2, 3]), maxConsecutiveFailures: 2 });
@@ -69,5 +79,20 @@ describe('SupervisedWorker', () => {
     await expect(w.start()).rejects.toThrow(
       /^worker 1 \(CPU\) failed 3 times in a row, giving up; last error: worker 1 \(CPU, pid \d+\) failed: .*tfjs-node-gpu.*\[BACKEND_UNAVAILABLE\]$/,
     );
+  });
+});
+
+describe('TRAINPOOL_CHAOS', () => {
+  it('reads kill-worker, nan-grad and kill-eval faults by rank, joined with ;', () => {
+    const c = parseChaos('kill-worker=0:3,1:7,0:9; nan-grad=1:5; kill-eval=1:2');
+    expect(c.kill).toEqual(new Map([[0, new Set([3, 9])], [1, new Set([7])]]));
+    expect(c.nan).toEqual(new Map([[1, new Set([5])]]));
+    expect(c.killEval).toEqual(new Map([[1, new Set([2])]]));
+    expect(parseChaos(undefined).kill.size + parseChaos('').nan.size).toBe(0);
+  });
+
+  it('refuses anything else with one line saying what it must look like', () => {
+    expect(() => parseChaos('kill-worker=0')).toThrow('TRAINPOOL_CHAOS must look like kill-worker=0:3,1:7, nan-grad=0:5 or kill-eval=1:2. Received: kill-worker=0');
+    expect(() => parseChaos('kill-eval=1:2;explode=0:1')).toThrow(/Received: kill-eval=1:2;explode=0:1$/);
   });
 });

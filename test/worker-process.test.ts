@@ -79,6 +79,16 @@ describe('worker process', () => {
     expect(await waitGone(pid)).toBe(true);
   });
 
+  it('gives up on a worker that does not start in time, saying so, and kills it', async () => {
+    // The fake answers init after 10 minutes, as a backend that hangs while loading would never answer.
+    const w = make(fake({ compute: { kind: 'fake', delayMs: 0, trainableSize: 10, statsSize: 2, startDelayMs: 600_000 } }), { startTimeoutMs: 4_000, requestTimeoutMs: 100 });
+    const error = await w.start().then(() => null, (e: Error) => e);
+    const m = /^worker 0 \(CPU, pid (\d+)\) did not start within 4 s \(process, backend, model and handshake\)$/.exec(error?.message ?? '');
+    expect(m, String(error)).not.toBeNull();
+    expect(w.state).toBe('failed');
+    expect(await waitGone(Number(m![1]))).toBe(true);
+  });
+
   it('refuses another protocol version with a message, and exits', async () => {
     const entry = fileURLToPath(new URL('../src/worker/main.ts', import.meta.url));
     const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;

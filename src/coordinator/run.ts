@@ -69,6 +69,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
         logger: io.logger,
         killAtSteps: chaos.kill.get(rank),
         poisonAtSteps: chaos.nan.get(rank),
+        killAtEvaluations: chaos.killEval.get(rank),
         worker: {
           config: {
             rank,
@@ -191,15 +192,17 @@ function poolSource(data: Dataset): { images: Uint8Array; labels: Uint8Array } {
  *   TRAINPOOL_CHAOS="kill-worker=RANK:STEP[,RANK:STEP…]"   SIGKILL worker RANK right after sending it
  *                                                          its STEP-th step (1-based over the run)
  *   TRAINPOOL_CHAOS="nan-grad=RANK:STEP[,…]"               replace that step's gradients with NaN
+ *   TRAINPOOL_CHAOS="kill-eval=RANK:N[,…]"                 SIGKILL worker RANK right after sending it its
+ *                                                          N-th validation chunk (1-based over the run)
  * Several faults join with ';'.
  */
-export function parseChaos(spec: string | undefined): { kill: Map<number, Set<number>>; nan: Map<number, Set<number>> } {
-  const chaos = { kill: new Map<number, Set<number>>(), nan: new Map<number, Set<number>>() };
+export function parseChaos(spec: string | undefined): { kill: Map<number, Set<number>>; nan: Map<number, Set<number>>; killEval: Map<number, Set<number>> } {
+  const chaos = { kill: new Map<number, Set<number>>(), nan: new Map<number, Set<number>>(), killEval: new Map<number, Set<number>>() };
   if (!spec) return chaos;
   for (const part of spec.split(';')) {
-    const m = /^(kill-worker|nan-grad)=(\d+:\d+(?:,\d+:\d+)*)$/.exec(part.trim());
-    if (!m) throw new TrainpoolError('USAGE', `TRAINPOOL_CHAOS must look like kill-worker=0:3,1:7 or nan-grad=0:5. Received: ${spec}`);
-    const into = m[1] === 'kill-worker' ? chaos.kill : chaos.nan;
+    const m = /^(kill-worker|nan-grad|kill-eval)=(\d+:\d+(?:,\d+:\d+)*)$/.exec(part.trim());
+    if (!m) throw new TrainpoolError('USAGE', `TRAINPOOL_CHAOS must look like kill-worker=0:3,1:7, nan-grad=0:5 or kill-eval=1:2. Received: ${spec}`);
+    const into = m[1] === 'kill-worker' ? chaos.kill : m[1] === 'nan-grad' ? chaos.nan : chaos.killEval;
     for (const pair of m[2].split(',')) {
       const [rank, step] = pair.split(':').map(Number);
       if (!into.has(rank)) into.set(rank, new Set());

@@ -26,6 +26,8 @@ export interface SupervisorOptions {
   killAtSteps?: ReadonlySet<number>;
   /** Fault injection for tests: replace the gradients of the n-th step with NaN, as a diverging replica would. */
   poisonAtSteps?: ReadonlySet<number>;
+  /** Fault injection for tests: SIGKILL this rank's process right after sending its n-th validation chunk. */
+  killAtEvaluations?: ReadonlySet<number>;
 }
 
 export class SupervisedWorker implements ReplicaClient {
@@ -33,6 +35,7 @@ export class SupervisedWorker implements ReplicaClient {
   private current: WorkerHandle | null = null;
   private failuresInARow = 0;
   private stepsSent = 0;
+  private evaluationsSent = 0;
   /** Replacements started so far (for logs and tests). */
   restarts = 0;
 
@@ -51,15 +54,7 @@ export class SupervisedWorker implements ReplicaClient {
 
   async computeGradients(request: StepRequest, state: VersionedState): Promise<StepResult> {
     const n = ++this.stepsSent;
-    let attempt = 0;
-    const result = await this.withRetry('computeGradients', (w) => {
-      const pending = w.computeGradients(request, state);
-      if (attempt++ === 0 && this.o.killAtSteps?.has(n)) {
-        this.o.logger?.warn({ worker: this.rank, step: n, pid: w.pid }, 'chaos: killing the worker mid-step');
-        w.kill('SIGKILL');
-      }
-      return pending;
-    });
+    const result = await this.withRetry('computeGradients', this.chaosKill(this.o.killAtSteps, n, 'step', (w) => w.computeGradients(request, state)));
     if (this.o.poisonAtSteps?.has(n)) {
       this.o.logger?.warn({ worker: this.rank, step: n }, 'chaos: poisoning the gradients with NaN');
       result.grads.fill(Number.NaN);
@@ -68,7 +63,24 @@ export class SupervisedWorker implements ReplicaClient {
   }
 
   evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
-    return this.withRetry('evaluate', (w) => w.evaluate(shard, state));
+    const n = ++this.evaluationsSent;
+    return this.withRetry('evaluate', this.chaosKill(this.o.killAtEvaluations, n, 'validation', (w) => w.evaluate(shard, state)));
+  }
+
+  /**
+   * `send`, and where `at` holds `n` (TRAINPOOL_CHAOS), the worker SIGKILLed right after the first attempt is
+   * sent: a crash mid-request, which the retry must make invisible.
+   */
+  private chaosKill<T>(at: ReadonlySet<number> | undefined, n: number, what: 'step' | 'validation', send: (w: WorkerHandle) => Promise<T>) {
+    let attempt = 0;
+    return (w: WorkerHandle): Promise<T> => {
+      const pending = send(w);
+      if (attempt++ === 0 && at?.has(n)) {
+        this.o.logger?.warn({ worker: this.rank, [what === 'step' ? 'step' : 'chunk']: n, pid: w.pid }, `chaos: killing the worker mid-${what}`);
+        w.kill('SIGKILL');
+      }
+      return pending;
+    };
   }
 
   async close(): Promise<void> {

@@ -230,7 +230,11 @@ export class WorkerHandle implements ReplicaClient {
       const p: PendingRequest = { id, resolve, reject };
       if (timeoutMs > 0) {
         p.timer = setTimeout(() => {
-          const err = new WorkerError(`${this.describe()} did not answer ${message.type} within ${timeoutMs} ms`);
+          const err = new WorkerError(
+            message.type === 'init'
+              ? `${this.describe()} did not start within ${timeoutMs / 1000} s (process, backend, model and handshake)`
+              : `${this.describe()} did not answer ${message.type} within ${timeoutMs} ms`,
+          );
           this.fail(err);
           this.child?.kill('SIGKILL');
         }, timeoutMs);

@@ -23,6 +23,8 @@ export type ComputeSpec =
       statsSize: number;
       /** This process never answers its n-th step request (1-based): a hung worker, for tests. */
       hangAtRequest?: number;
+      /** This process takes this long to answer init (a backend slow to load), for start-up timeout tests. */
+      startDelayMs?: number;
     };
 
 /** The GPU a worker owns. */

@@ -110,7 +110,9 @@ async function init(m: InitMessage): Promise<void> {
   const { config } = m;
   rank = config.rank;
   if (config.compute.kind === 'fake') {
+    const { startDelayMs } = config.compute;
     compute = new FakeCompute(config.compute);
+    if (startDelayMs) await new Promise((r) => setTimeout(r, startDelayMs));
     return reply({
       type: 'ready',
       protocolVersion: PROTOCOL_VERSION,
