@@ -151,6 +151,39 @@ describe('applyTransform, worked by hand on a 3×3 image', () => {
     expect(call).toThrow('applyTransform: src must hold 9 values from srcOffset. Received: srcOffset=0, src.length=8');
   });
 
+  test('any depth is the same per-channel transform (the generic loop beside the unrolled RGB one)', () => {
+    // A 3×4 image of depth 2 (and of depth 4) against each channel transformed alone as depth 1.
+    const t: Transform = { rows: 0.4, cols: -1.3, flip: true };
+    for (const depth of [2, 4]) {
+      const src = Float32Array.from({ length: 3 * 4 * depth }, (_, k) => Math.sin(k) * 100);
+      const dst = new Float32Array(src.length);
+      applyTransform(src, 0, dst, 0, 3, 4, depth, t);
+      for (let ch = 0; ch < depth; ch++) {
+        const plane = src.filter((_, k) => k % depth === ch);
+        const want = new Float32Array(plane.length);
+        applyTransform(plane, 0, want, 0, 3, 4, 1, t);
+        expect(Array.from(dst.filter((_, k) => k % depth === ch)), `depth ${depth}, channel ${ch}`).toEqual(Array.from(want));
+      }
+    }
+  });
+
+  test.each([
+    [0, 3, 1], [3, 0, 1], [3, 3, 0], [-3, 3, 1], [3, -3, 1], [3, 3, -1], [2.5, 3, 1], [3, 2.5, 1], [3, 3, 1.5],
+  ])('an image of %s×%s×%s is refused, with the shape in the message', (h, w, d) => {
+    const call = () => applyTransform(new Float32Array(64), 0, new Float32Array(64), 0, h, w, d, { rows: 0, cols: 0, flip: false });
+    expect(call).toThrow(`applyTransform: height, width and depth must be positive integers. Received: ${h}×${w}×${d}`);
+  });
+
+  test.each([
+    ['src', -1, 0], ['src', 0.5, 0], ['src', 1, 0], ['dst', 0, -1], ['dst', 0, 0.5], ['dst', 0, 1],
+  ])('%s offsets must be whole, not negative, and leave room for the image (src offset %s, dst offset %s)', (which, srcOffset, dstOffset) => {
+    const call = () => applyTransform(new Float32Array(9), srcOffset as number, new Float32Array(9), dstOffset as number, 3, 3, 1, { rows: 0, cols: 0, flip: false });
+    const [offset, length] = which === 'src' ? [srcOffset, 9] : [dstOffset, 9];
+    expect(call).toThrow(`applyTransform: ${which} must hold 9 values from ${which}Offset. Received: ${which}Offset=${offset}, ${which}.length=${length}`);
+    // exactly enough room is enough
+    expect(() => applyTransform(new Float32Array(10), 1, new Float32Array(10), 1, 3, 3, 1, { rows: 0, cols: 0, flip: false })).not.toThrow();
+  });
+
   test('a non-finite shift is refused', () => {
     const call = () => applyTransform(new Float32Array(9), 0, new Float32Array(9), 0, 3, 3, 1, { rows: NaN, cols: 0, flip: false });
     expect(call).toThrow('applyTransform: the shift must be finite. Received: rows=NaN, cols=0');
@@ -190,6 +223,14 @@ describe('drawTransform', () => {
     const off = draws(5, 200, { ...TUTORIAL_AUGMENT, horizontalFlip: false });
     expect(off.some((t) => t.flip)).toBe(false);
     expect(off.map((t) => [t.rows, t.cols])).toEqual(on.map((t) => [t.rows, t.cols]));
+  });
+
+  test('a shift range is a fraction in [0, 1): 0 is allowed, 1 and negatives are not, for either axis', () => {
+    expect(() => drawTransform(new Rng(1), 32, 32, { ...TUTORIAL_AUGMENT, heightShiftRange: 0, widthShiftRange: 0 })).not.toThrow();
+    expect(() => drawTransform(new Rng(1), 32, 32, { ...TUTORIAL_AUGMENT, heightShiftRange: 0.999 })).not.toThrow();
+    expect(() => drawTransform(new Rng(1), 32, 32, { ...TUTORIAL_AUGMENT, heightShiftRange: 1 })).toThrow('Augmentation option `heightShiftRange` must be a fraction in [0, 1). Received: heightShiftRange=1');
+    expect(() => drawTransform(new Rng(1), 32, 32, { ...TUTORIAL_AUGMENT, widthShiftRange: -0.1 })).toThrow('Received: widthShiftRange=-0.1');
+    expect(() => drawTransform(new Rng(1), 32, 32, { ...TUTORIAL_AUGMENT, widthShiftRange: Number.NaN })).toThrow('Received: widthShiftRange=NaN');
   });
 
   test('a shift range of 1 or more is refused with a USAGE error naming the option', () => {

@@ -106,6 +106,24 @@ describe('readFashionMnist on small IDX files', () => {
     expect(d.test.count).toBe(0);
     expect(d.test.images.length).toBe(0);
   });
+
+  it.each([
+    [{ limitTrain: 0 }, 'limitTrain must be an integer in [1, 3] for fashion-mnist. Received: limitTrain=0'],
+    [{ limitTrain: 4 }, 'limitTrain must be an integer in [1, 3] for fashion-mnist. Received: limitTrain=4'],
+    [{ limitTrain: 1.5 }, 'limitTrain must be an integer in [1, 3] for fashion-mnist. Received: limitTrain=1.5'],
+    [{ limitTest: -1 }, 'limitTest must be an integer in [0, 2] for fashion-mnist. Received: limitTest=-1'],
+  ])('refuses %o, naming the limit and its range', async (limits, message) => {
+    writeSet();
+    const e = await rejection(readFashionMnist(root, limits));
+    expect(e.code).toBe('USAGE');
+    expect(e.message).toBe(message);
+  });
+
+  it('takes limits equal to the whole set', async () => {
+    writeSet();
+    const d = await readFashionMnist(root, { limitTrain: 3, limitTest: 2 });
+    expect([d.train.count, d.test.count]).toEqual([3, 2]);
+  });
 });
 
 describe('readFashionMnist on broken or missing files', () => {

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { average } from '../src/coordinator/optim/average.js';
+import { average, averageInto } from '../src/coordinator/optim/average.js';
 import { learningRate, polyDecay } from '../src/coordinator/optim/schedule.js';
 import { createSgdState, sgdStep } from '../src/coordinator/optim/sgd.js';
 import { useCpu } from './helpers/cpu.js';
@@ -117,5 +117,27 @@ describe('average', () => {
 
   it('refuses arrays of different lengths', () => {
     expect(() => average([new Float32Array(2), new Float32Array(3)])).toThrow('this is a bug');
+  });
+});
+
+describe('the optimizer refuses what would be a bug upstream, naming the sizes', () => {
+  it('average: no arrays, or arrays of other lengths than the output', () => {
+    expect(() => average([])).toThrow('averageInto: no arrays to average: this is a bug');
+    expect(() => averageInto(new Float32Array(3), [new Float32Array(3), new Float32Array(2)])).toThrow('averageInto: arrays of 3, 2 values into 3: this is a bug');
+  });
+  it('sgdStep: gradients, velocities and weights of other sizes', () => {
+    expect(() => sgdStep(new Float32Array(3), new Float32Array(2), createSgdState(3), 0.1, 0.9)).toThrow('sgdStep: 2 gradients, 3 velocities and 3 weights must agree: this is a bug');
+    expect(() => sgdStep(new Float32Array(2), new Float32Array(3), createSgdState(3), 0.1, 0.9)).toThrow('sgdStep: 3 gradients, 3 velocities and 2 weights must agree: this is a bug');
+  });
+  it('polyDecay: a number of epochs that is not a positive integer', () => {
+    expect(() => polyDecay(0, 0, 5e-3)).toThrow('polyDecay: epochs must be a positive integer. Received: 0');
+    expect(() => polyDecay(0, 2.5, 5e-3)).toThrow('polyDecay: epochs must be a positive integer. Received: 2.5');
+    expect(polyDecay(0, 1, 5e-3)).toBe(5e-3);
+  });
+  it('learningRate: a warmup other than the default is the one used', () => {
+    // G = 4, warmup 2: epoch 1 is halfway, 1 + 3/2 = 2.5 times the decayed rate; epoch 2 at full scale.
+    const o = { lr: 5e-3, epochs: 70, workers: 4, scaleLr: true, warmupEpochs: 2 };
+    expect(learningRate(1, o)).toBeCloseTo(5e-3 * (69 / 70) * 2.5, 12);
+    expect(learningRate(2, o)).toBeCloseTo(4 * 5e-3 * (68 / 70), 12);
   });
 });

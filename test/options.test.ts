@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { parseArgs } from '../src/cli/options.js';
+import { describe, expect, it, vi } from 'vitest';
+import { helpText, parseArgs } from '../src/cli/options.js';
 import type { ResolvedConfig } from '../src/config/config.js';
 
 const none: { index: number; name: string }[] = [];
@@ -121,7 +121,31 @@ describe('command-line rules', () => {
     expect(err(['--output', 'p.png', '--epoch', '3'])).toMatch(/unknown option '--epoch'/);
   });
 
-  it('answers --help without an error', () => {
+  it('answers --help and -h without an error', () => {
     expect(parseArgs(['--help'], none)).toBe('help');
+    expect(parseArgs(['--epochs', '3', '-h'], none)).toBe('help');
+  });
+
+  it('refuses a stray argument, and says so in its own words without commander’s "error: " prefix', () => {
+    expect(err(['--output', 'p.png', 'extra'])).toBe("too many arguments. Expected 0 arguments but got 1.");
+    expect(err(['--output', 'p.png', '--epoch', '3'])).toBe("unknown option '--epoch'\n(Did you mean --epochs?)");
+  });
+
+  it('leaves printing to main(): commander itself writes nothing, for help or for errors', () => {
+    const writes = [vi.spyOn(process.stdout, 'write'), vi.spyOn(process.stderr, 'write')];
+    try {
+      parseArgs(['--help'], none);
+      err(['--bogus']);
+      for (const w of writes) expect(w).not.toHaveBeenCalled();
+    } finally {
+      for (const w of writes) w.mockRestore();
+    }
+  });
+
+  it('the help text names the program, says what it does and shows each option with its default', () => {
+    const text = helpText();
+    expect(text.split('\n').slice(0, 3)).toEqual(['Usage: train [options]', '', 'Train an image classifier with data parallelism: one worker process per GPU.']);
+    expect(text).toMatch(/^ {2}-h, --help +show this help$/m);
+    expect(text).toMatch(/^ {2}--epochs <n> +.*\(default: "70"\)$/m);
   });
 });

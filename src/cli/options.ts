@@ -34,7 +34,7 @@ export function parseArgs(argv: string[], gpusFound: Gpu[]): ResolvedConfig | 'h
     command.parse(argv, { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help') return 'help';
+      if (e.code === 'commander.helpDisplayed') return 'help';
       throw new UsageError(e.message.replace(/^error: /, ''));
     }
     throw e;
