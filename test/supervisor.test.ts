@@ -1,4 +1,5 @@
 /** SupervisedWorker: replacement of a worker that dies or hangs, and the limit on retries. */
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseChaos } from '../src/coordinator/run.js';
 import { SupervisedWorker } from '../src/coordinator/supervisor.js';
@@ -61,6 +62,34 @@ describe('SupervisedWorker', () => {
     for (const v of [1, 2, 3]) expect(await killed.evaluate(shard(v), state)).toEqual(await steady.evaluate(shard(v), state));
     expect(killed.restarts).toBe(1);
     expect(steady.restarts).toBe(0);
+  });
+
+  it('logs what it does, for the operator: the fault injected, the failure (attempt, during what) and the replacement', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const w = supervised({ worker: { config: config({ delayMs: 300 }) }, killAtSteps: new Set([2]), poisonAtSteps: new Set([3]), killAtEvaluations: new Set([1]), logger });
+    await w.start();
+    const first = w.worker!.pid;
+    await w.computeGradients(shard(1), state);
+    await w.computeGradients(shard(2), state);
+    const poisoned = await w.computeGradients(shard(3), state);
+    expect(Array.from(poisoned.grads).every(Number.isNaN)).toBe(true);
+    await w.evaluate(shard(1), state);
+    const pick = (l: Record<string, unknown>) => ({ msg: l.msg, worker: l.worker, step: l.step, chunk: l.chunk, attempt: l.attempt, during: l.during, restarts: l.restarts });
+    expect(lines.map(pick)).toEqual([
+      { msg: 'worker ready', worker: 1, restarts: 0 },
+      { msg: 'chaos: killing the worker mid-step', worker: 1, step: 2 },
+      { msg: 'worker failed', worker: 1, attempt: 1, during: 'computeGradients' },
+      { msg: 'worker ready', worker: 1, restarts: 1 },
+      { msg: 'chaos: poisoning the gradients with NaN', worker: 1, step: 3 },
+      { msg: 'chaos: killing the worker mid-validation', worker: 1, chunk: 1 },
+      { msg: 'worker failed', worker: 1, attempt: 1, during: 'evaluate' },
+      { msg: 'worker ready', worker: 1, restarts: 2 },
+    ].map((l) => pick(l)));
+    expect(lines[0].pid).toBe(first);
+    expect(lines[1].pid).toBe(first);
+    // (killed right after the send, the worker fails either while the request is written or while it is busy)
+    expect(String(lines[2].err)).toMatch(new RegExp(`^worker 1 \\(CPU, pid ${first}\\)(: sending computeGradients failed| was killed by SIGKILL)`));
   });
 
   it('counts failures in a row only: a success between them starts the count again', async () => {

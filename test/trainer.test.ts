@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TrainingPlan, stepsPerEpoch, validationChunks } from '../src/coordinator/plan.js';
 import { freshState, train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
 import type { ShardGradients } from '../src/model/gradients.js';
@@ -114,6 +114,8 @@ describe('trainer with fake workers', () => {
       const shown = steps.filter((s) => s.epoch === epoch + 1);
       expect(shown[0].loss).toBeCloseTo(perStep[0].loss, 9);
       expect(shown[1].loss).toBeCloseTo((perStep[0].loss + perStep[1].loss) / 2, 9);
+      expect(shown[2].acc).toBeCloseTo((perStep[0].acc + perStep[1].acc + perStep[2].acc) / 3, 9);
+      expect(shown.map((s) => [s.step, s.steps, s.images])).toEqual([[1, 3, 12], [2, 3, 12], [3, 3, 12]]);
     }
     expect(state.history.map((r) => r.epoch)).toEqual([1, 2]);
     const [first] = state.history;
@@ -123,6 +125,16 @@ describe('trainer with fake workers', () => {
     expect(first.val_loss).toBeCloseTo(44.5, 5);
     expect(first.lr).toBe(0.1);
     expect(state.history[1].lr).toBeCloseTo(0.05, 12);
+  });
+
+  it('with no test set, records no validation (NaN) and asks the workers for none', async () => {
+    const maker = new DirectShardMaker(source(40, 0));
+    const clients = fakes(2);
+    const evaluate = clients.map((c) => vi.spyOn(c, 'evaluate'));
+    const { state } = await train({ clients, shards: maker, trainableSize: TRAINABLE }, options({ testCount: 0, epochs: 1 }), initial());
+    expect(state.history[0].val_loss).toBeNaN();
+    expect(state.history[0].val_acc).toBeNaN();
+    for (const e of evaluate) expect(e).not.toHaveBeenCalled();
   });
 
   it('sends weights only when a worker’s copy is stale', async () => {
