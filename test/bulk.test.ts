@@ -170,6 +170,17 @@ describe('bulk regions', () => {
     shared.file.close();
   });
 
+  it('start every frame’s attachments at offset 0 of the own region, so it never grows past one frame', () => {
+    const own = region();
+    const sink = new RegionSink(own);
+    const place = vi.spyOn(sink, 'place');
+    const big = new Float32Array(20_000);
+    encodeFrame({ a: big, b: big }, sink);
+    encodeFrame({ a: big }, sink);
+    expect(place.mock.results.map((r) => r.value.offset)).toEqual([0, 80_000, 0]);
+    own.close();
+  });
+
   it('name a region the receiving side does not have', () => {
     expect(() => new RegionSource({}).read(1, 0, new Uint8Array(4))).toThrow('no bulk region 1 on this side of the channel: this is a bug');
   });

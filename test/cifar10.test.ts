@@ -107,6 +107,9 @@ describe('readCifar10 on small files (3 records each)', () => {
     expect(e2.message).toBe('limitTest must be an integer in [0, 3] for cifar10. Received: limitTest=-1');
     const e3 = await rejection(readCifar10(root, { recordsPerFile: 3, limitTrain: 0 }));
     expect(e3.message).toBe('limitTrain must be an integer in [1, 15] for cifar10. Received: limitTrain=0');
+    // the whole set is a limit too
+    const d = await readCifar10(root, { recordsPerFile: 3, limitTrain: 15, limitTest: 3 });
+    expect([d.train.count, d.test.count]).toEqual([15, 3]);
   });
 
   it('limitTest 0 gives an empty test set (no evaluation), as --limit-test 0 does', async () => {

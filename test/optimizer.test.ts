@@ -134,6 +134,9 @@ describe('the optimizer refuses what would be a bug upstream, naming the sizes',
     expect(() => polyDecay(0, 2.5, 5e-3)).toThrow('polyDecay: epochs must be a positive integer. Received: 2.5');
     expect(polyDecay(0, 1, 5e-3)).toBe(5e-3);
   });
+  it('learningRate: the power given is the one used', () => {
+    expect(learningRate(35, { lr: 5e-3, epochs: 70, power: 2 })).toBeCloseTo(1.25e-3, 12);
+  });
   it('learningRate: a warmup other than the default is the one used', () => {
     // G = 4, warmup 2: epoch 1 is halfway, 1 + 3/2 = 2.5 times the decayed rate; epoch 2 at full scale.
     const o = { lr: 5e-3, epochs: 70, workers: 4, scaleLr: true, warmupEpochs: 2 };

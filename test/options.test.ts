@@ -147,5 +147,8 @@ describe('command-line rules', () => {
     expect(text.split('\n').slice(0, 3)).toEqual(['Usage: train [options]', '', 'Train an image classifier with data parallelism: one worker process per GPU.']);
     expect(text).toMatch(/^ {2}-h, --help +show this help$/m);
     expect(text).toMatch(/^ {2}--epochs <n> +.*\(default: "70"\)$/m);
+    // an option without a default shows none (not "undefined")
+    expect(text).toMatch(/^ {2}--output <png> +the training plot; history, model and checkpoints go\n +beside it\n {2}--/m);
+    expect(text).not.toContain('undefined');
   });
 });

@@ -137,6 +137,18 @@ describe('trainer with fake workers', () => {
     for (const e of evaluate) expect(e).not.toHaveBeenCalled();
   });
 
+  it('augments training shards only: validation images are the test set as it is', async () => {
+    const maker = new DirectShardMaker(source());
+    const made = vi.spyOn(maker, 'makeShard');
+    const result = await train({ clients: fakes(2), shards: maker, trainableSize: TRAINABLE }, options({ epochs: 1 }), initial());
+    expect(result.stopped).toBe('completed');
+    const requests = made.mock.calls.map(([r]) => r);
+    const validation = requests.filter((r) => r.indices[0] >= 40);
+    expect(validation.length).toBeGreaterThan(0);
+    expect(validation.every((r) => r.augment === false)).toBe(true);
+    expect(requests.filter((r) => r.indices[0] < 40).every((r) => r.augment !== false)).toBe(true);
+  });
+
   it('sends weights only when a worker’s copy is stale', async () => {
     const clients = fakes(2);
     const o = options();
