@@ -196,13 +196,14 @@ function poolSource(data: Dataset): { images: Uint8Array; labels: Uint8Array } {
  *                                                          N-th validation chunk (1-based over the run)
  * Several faults join with ';'.
  */
-export function parseChaos(spec: string | undefined): { kill: Map<number, Set<number>>; nan: Map<number, Set<number>>; killEval: Map<number, Set<number>> } {
+export function parseChaos(spec: string | undefined): Record<'kill' | 'nan' | 'killEval', Map<number, Set<number>>> {
   const chaos = { kill: new Map<number, Set<number>>(), nan: new Map<number, Set<number>>(), killEval: new Map<number, Set<number>>() };
+  const byName: Record<string, Map<number, Set<number>>> = { 'kill-worker': chaos.kill, 'nan-grad': chaos.nan, 'kill-eval': chaos.killEval };
   if (!spec) return chaos;
   for (const part of spec.split(';')) {
     const m = /^(kill-worker|nan-grad|kill-eval)=(\d+:\d+(?:,\d+:\d+)*)$/.exec(part.trim());
     if (!m) throw new TrainpoolError('USAGE', `TRAINPOOL_CHAOS must look like kill-worker=0:3,1:7, nan-grad=0:5 or kill-eval=1:2. Received: ${spec}`);
-    const into = m[1] === 'kill-worker' ? chaos.kill : m[1] === 'nan-grad' ? chaos.nan : chaos.killEval;
+    const into = byName[m[1]];
     for (const pair of m[2].split(',')) {
       const [rank, step] = pair.split(':').map(Number);
       if (!into.has(rank)) into.set(rank, new Set());
