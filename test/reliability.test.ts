@@ -44,6 +44,17 @@ function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
 }
 
+/** bin/train started on RUN into `name`, once its first epoch line is out; its output so far, read on call. */
+async function runPastEpoch1(name: string) {
+  const child = spawn(BIN, [...RUN, '--output', out(name)], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c) => (stdout += c));
+  child.stderr!.on('data', (c) => (stderr += c));
+  await until(() => stdout.includes('Epoch 1/3'));
+  return { child, stdout: () => stdout, stderr: () => stderr };
+}
+
 beforeAll(() => {
   const r = train([...RUN, '--output', out('baseline')]);
   expect(r.stderr).toBe('');
@@ -113,14 +124,11 @@ describe('coordinator failure and resume', () => {
   });
 
   it('Ctrl-C checkpoints mid-epoch, stops every worker and exits 130; --resume continues to the same weights', async () => {
-    const child = spawn(BIN, [...RUN, '--output', out('sigint')], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    child.stdout!.on('data', (c) => (stdout += c));
-    await until(() => stdout.includes('Epoch 1/3'));
+    const { child, stdout } = await runPastEpoch1('sigint');
     const workers = children(child.pid!);
     child.kill('SIGINT');
     expect(await exited(child)).toBe(130);
-    expect(stdout).toMatch(/stopped after epoch \d, step \d: checkpoint .*\.ckpt; continue with the same command and --resume/);
+    expect(stdout()).toMatch(/stopped after epoch \d, step \d: checkpoint .*\.ckpt; continue with the same command and --resume/);
     expect(workers.filter(alive)).toEqual([]);
 
     const r = train([...RUN, '--resume', '--output', out('sigint')]);
@@ -130,18 +138,13 @@ describe('coordinator failure and resume', () => {
   });
 
   it('SIGTERM (docker stop, a Kubernetes eviction) stops the same way: a checkpoint, every worker stopped, exit 130', async () => {
-    const child = spawn(BIN, [...RUN, '--output', out('sigterm')], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (c) => (stdout += c));
-    child.stderr!.on('data', (c) => (stderr += c));
-    await until(() => stdout.includes('Epoch 1/3'));
+    const { child, stdout, stderr } = await runPastEpoch1('sigterm');
     const workers = children(child.pid!);
     expect(workers).toHaveLength(2);
     child.kill('SIGTERM');
     expect(await exited(child)).toBe(130);
-    expect(stderr).toContain('SIGTERM: stopping after the current step');
-    const saved = /stopped after epoch (\d), step (\d): checkpoint (.*\.ckpt); continue with the same command and --resume/.exec(stdout);
+    expect(stderr()).toContain('SIGTERM: stopping after the current step');
+    const saved = /stopped after epoch (\d), step (\d): checkpoint (.*\.ckpt); continue with the same command and --resume/.exec(stdout());
     expect(saved).not.toBeNull();
     expect(existsSync(saved![3])).toBe(true);
     expect(workers.filter(alive)).toEqual([]);
