@@ -15,6 +15,7 @@ export default defineConfig({
       'test/fashion-mnist.test.ts',
       'test/optimizer.test.ts',
       'test/options.test.ts',
+      'test/partial-io.test.ts',
       'test/protocol.test.ts',
       'test/supervisor.test.ts',
       'test/trainer.test.ts',

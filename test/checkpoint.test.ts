@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ShapingConfig } from '../src/config/config.js';
+import { isTrainpoolError } from '../src/util/errors.js';
 import { listCheckpoints, newestValidCheckpoint, readCheckpoint, writeCheckpoint, type CheckpointData } from '../src/coordinator/checkpoint.js';
 import { pad8 } from '../src/util/align.js';
 
@@ -161,6 +162,49 @@ describe('checkpoint files', () => {
     expect(newestValidCheckpoint(path.join(dir, 'missing'))).toBeNull();
     const file = damaged((b) => b.subarray(0, b.length - 8));
     expect(() => newestValidCheckpoint(dir)).toThrow(`--resume: no usable checkpoint in ${dir}; checkpoint ${file} is unusable:`);
+  });
+});
+
+describe('checkpoint edges', () => {
+  /** Open file descriptors of this process (Linux): a write or read that leaks one shows here. */
+  const openFds = () => readdirSync('/proc/self/fd').length;
+
+  it('closes its file after writing', () => {
+    const before = openFds();
+    for (let i = 0; i < 5; i++) writeCheckpoint(dir, data(i + 1));
+    expect(openFds()).toBe(before);
+  });
+
+  it('gives every refusal the CHECKPOINT code, and a --resume refusal lists each bad file, separated by "; "', () => {
+    const file = damaged((b) => b.subarray(0, b.length - 8));
+    const caught = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return e;
+      }
+      throw new Error('expected a throw');
+    };
+    expect(isTrainpoolError(caught(() => readCheckpoint(file)), 'CHECKPOINT')).toBe(true);
+    const other = writeCheckpoint(dir, data(1));
+    writeFileSync(other, 'NOTACKPT and some more bytes');
+    const e = caught(() => newestValidCheckpoint(dir));
+    expect(isTrainpoolError(e, 'CHECKPOINT')).toBe(true);
+    expect((e as Error).message).toBe(
+      `--resume: no usable checkpoint in ${dir}; checkpoint ${file} is unusable: ${readFileSync(file).length} bytes where its header promises ${readFileSync(file).length + 8} (truncated or padded); checkpoint ${other} is unusable: it does not start with TPCKPT02`,
+    );
+  });
+
+  it('tells a file shorter than magic and header length from one whose header is cut off', () => {
+    const short = damaged((b) => b.subarray(0, 11)); // the magic whole, the header length not
+    expect(() => readCheckpoint(short)).toThrow('is unusable: it does not start with TPCKPT02');
+    const twelve = damaged((b) => b.subarray(0, 12));
+    expect(() => readCheckpoint(twelve)).toThrow(/is unusable: its header of \d+ bytes is cut off at 12 bytes$/);
+  });
+
+  it('reads a header that ends exactly at the end of the file, then refuses the missing arrays', () => {
+    const file = damaged((b) => b.subarray(0, headerAt(b).end));
+    expect(() => readCheckpoint(file)).toThrow(/is unusable: \d+ bytes where its header promises \d+ \(truncated or padded\)$/);
   });
 });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, unlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -117,6 +117,29 @@ describe('readCifar10 on small files (3 records each)', () => {
     const d = await readCifar10(root, { recordsPerFile: 3, limitTest: 0 });
     expect(d.test).toEqual({ images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 });
     expect(d.train.count).toBe(15);
+  });
+});
+
+describe('cifarRecordsToHwc, and the files the reader opens', () => {
+  it('writes exactly `count` records at `at`: neither the label nor the pixels of the next slot are touched', () => {
+    const src = cifarFileBytes(0, 3);
+    const images = new Uint8Array(4 * 3072).fill(0xee);
+    const labels = new Uint8Array(4).fill(0xee);
+    expect(cifarRecordsToHwc(src, 2, images, labels, 1)).toBe(-1);
+    expect(Array.from(labels)).toEqual([0xee, fixtureLabel(0), fixtureLabel(1), 0xee]);
+    expect(images.subarray(0, 3072).every((v) => v === 0xee)).toBe(true);
+    expect(images.subarray(3 * 3072).every((v) => v === 0xee)).toBe(true);
+    expect(at(images, 2, 31, 31, 2)).toBe(fixturePixel(1, 2, 1023));
+  });
+
+  it('closes every file it read', async () => {
+    writeCifarFiles(root, 3);
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const before = openFds();
+    await readCifar10(root, { recordsPerFile: 3 });
+    await readCifar10(root, { recordsPerFile: 3, limitTrain: 4 });
+    // FileHandle.close is awaited inside the reader, so nothing is still closing here.
+    expect(openFds()).toBe(before);
   });
 });
 

@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   FASHION_MNIST_CLASS_NAMES,
   FASHION_MNIST_DEFAULT_DIR,
@@ -85,6 +85,8 @@ describe('readFashionMnist on small IDX files', () => {
     for (const [y, x] of [[0, 0], [1, 15], [2, 1], [2, 30], [30, 5], [31, 31], [15, 0], [15, 31]]) {
       expect(img(d.train.images, 2, y, x)).toBe(0);
     }
+    // The bottom padding of an image that is not the last stays zero too (the next image's rows follow).
+    for (let x = 0; x < 32; x++) expect([img(d.train.images, 0, 30, x), img(d.train.images, 0, 31, x)]).toEqual([0, 0]);
   });
 
   it('limitTrain 2 reads only the first two examples: a bad third label goes unseen', async () => {
@@ -224,6 +226,51 @@ describe('readFashionMnist on broken or missing files', () => {
     const e = await rejection(readFashionMnist(root));
     expect(e.code).toBe('DATA_INVALID');
     expect(e.message).toBe(`Fashion-MNIST file ${root}/${TEST_LABELS} has label 10 at index 1: labels must be in 0..9`);
+  });
+});
+
+describe('readFashionMnist: more broken files, and its file handles', () => {
+  it('images of 28×30 are rejected too (columns checked as well as rows)', async () => {
+    writeSet({ [TEST_IMAGES]: idxImages(2, { columns: 30 }) });
+    const e = await rejection(readFashionMnist(root));
+    expect(e.message).toBe(`Fashion-MNIST file ${root}/${TEST_IMAGES} holds 28×30 images: expected 28×28`);
+  });
+
+  it('test files that disagree are named as the test files', async () => {
+    writeSet({ [TEST_LABELS]: idxLabels([1, 8, 2]) });
+    const e = await rejection(readFashionMnist(root));
+    expect(e.message).toBe(
+      `Fashion-MNIST test files disagree on the number of examples: ${root}/${TEST_IMAGES} holds 2 images, ` +
+        `${root}/${TEST_LABELS} holds 3 labels`,
+    );
+  });
+
+  it('a label header promising more labels than stored fails on the trailer, saying how many it promised', async () => {
+    const labels = idxLabels([9, 0, 3]);
+    labels.writeUInt32BE(4, 4);
+    writeSet({ [TRAIN_LABELS]: labels, [TRAIN_IMAGES]: idxImages(4) });
+    const e = await rejection(checkFashionMnist(root));
+    expect(e.message).toBe(
+      `Fashion-MNIST file ${root}/${TRAIN_LABELS} does not match its header: the header promises 4 labels, ` +
+        `12 bytes uncompressed, the gzip trailer says 11 bytes (truncated or corrupt file?)`,
+    );
+  });
+
+  it('a gzip file holding fewer bytes than a magic number is truncated, not a crash', async () => {
+    writeSet({ [TRAIN_IMAGES]: Buffer.of(0, 0) });
+    const e = await rejection(checkFashionMnist(root));
+    expect(e.code).toBe('DATA_INVALID');
+    expect(e.message).toBe(`Fashion-MNIST file ${root}/${TRAIN_IMAGES} is truncated: expected at least 4 bytes uncompressed, got 2`);
+  });
+
+  it('closes every file it opened, also those it stopped reading after the header', async () => {
+    writeSet();
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    const before = openFds();
+    await readFashionMnist(root);
+    await readFashionMnist(root, { limitTrain: 1, limitTest: 1 });
+    // A destroyed read stream closes its descriptor a moment later, on the thread pool.
+    await vi.waitFor(() => expect(openFds()).toBe(before), { timeout: 10_000, interval: 20 });
   });
 });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
-import { helpText, parseArgs } from '../src/cli/options.js';
+import { buildCommand, helpText, parseArgs } from '../src/cli/options.js';
+import { OPTIONS } from '../src/config/config.js';
 import type { ResolvedConfig } from '../src/config/config.js';
 
 const none: { index: number; name: string }[] = [];
@@ -119,6 +120,17 @@ describe('command-line rules', () => {
 
   it('names an unknown option', () => {
     expect(err(['--output', 'p.png', '--epoch', '3'])).toMatch(/unknown option '--epoch'/);
+  });
+
+  it('refuses to build a command from an option declared under a key that is not its flag (a bug in OPTIONS)', () => {
+    const options = OPTIONS as unknown as Record<string, { flag: string; help: string }>;
+    options.stepLimit = { flag: '--step-count <n>', help: 'declared under the wrong key' };
+    try {
+      expect(() => buildCommand()).toThrow('option --step-count <n> must be declared as stepCount. Received: stepLimit: this is a bug');
+    } finally {
+      delete options.stepLimit;
+    }
+    expect(() => buildCommand()).not.toThrow();
   });
 
   it('answers --help and -h without an error', () => {

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { Duplex } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { Channel } from '../src/protocol/channel.js';
-import { encodeFrame, FrameDecoder } from '../src/protocol/frame.js';
+import { Packr } from 'msgpackr';
+import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES } from '../src/protocol/frame.js';
 import { asFromWorker, asToWorker } from '../src/protocol/messages.js';
 
 const concat = (parts: Buffer[]) => Buffer.concat(parts);
@@ -80,11 +81,69 @@ describe('frame codec', () => {
   });
 });
 
+describe('frame codec: what goes on the wire, and malformed attachments', () => {
+  const packr = new Packr({ useRecords: false });
+  /** A frame whose header is `header` as given, followed by `body` bytes: what a broken peer could send. */
+  const rawFrame = (header: object, body = Buffer.alloc(0)) => {
+    const head = packr.pack(header);
+    const headEnd = Math.ceil((8 + head.length) / 8) * 8;
+    const frame = Buffer.alloc(headEnd + body.length);
+    frame.writeUInt32LE(frame.length - 4, 0);
+    frame.writeUInt32LE(head.length, 4);
+    head.copy(frame, 8);
+    body.copy(frame, headEnd);
+    return frame;
+  };
+
+  it('leaves out undefined fields, and the attachment list when there are no attachments', () => {
+    const parts = encodeFrame({ type: 'x', id: undefined, n: 1 });
+    expect(packr.unpack(parts[1])).toEqual({ type: 'x', n: 1 });
+    expect(Object.keys(packr.unpack(parts[1]) as object)).toEqual(['type', 'n']);
+    const [m] = new FrameDecoder().push(concat(parts));
+    expect(Object.keys(m)).toEqual(['type', 'n']);
+  });
+
+  it('adds padding only where a part does not end on 8 bytes: no empty buffers for the socket', () => {
+    for (const s of ['', 'a', 'ab', 'abcdefgh']) {
+      for (const n of [1, 2, 8, 9]) {
+        const parts = encodeFrame({ type: 'x', s, a: new Uint8Array(n), b: new Float64Array(1) });
+        expect(parts.every((p) => p.length > 0), `s=${JSON.stringify(s)} n=${n}`).toBe(true);
+        expect(concat(parts).length % 8).toBe(0);
+      }
+    }
+  });
+
+  it('refuses to encode a frame over MAX_FRAME_BYTES, naming its size', () => {
+    // Zero-filled typed arrays are mapped lazily: a 1 GiB one costs no memory until it is written.
+    const big = new Uint8Array(MAX_FRAME_BYTES);
+    expect(() => encodeFrame({ type: 'x', big })).toThrow(/^frame of \d+ bytes exceeds the 1073741824-byte limit$/);
+  });
+
+  it('accepts a frame length of exactly MAX_FRAME_BYTES and waits for its body', () => {
+    const prefix = Buffer.alloc(4);
+    prefix.writeUInt32LE(MAX_FRAME_BYTES, 0);
+    const d = new FrameDecoder();
+    expect(d.push(prefix)).toEqual([]);
+    expect(d.idle).toBe(false);
+  });
+
+  it('rejects an attachment of an unknown kind, and one in a bulk region on a channel without regions', () => {
+    expect(() => new FrameDecoder().push(rawFrame({ type: 'x', $bins: [{ field: 'w', kind: 'f16', length: 2 }] }, Buffer.alloc(8)))).toThrow(
+      'frame attachment w has unknown kind f16',
+    );
+    expect(() => new FrameDecoder().push(rawFrame({ type: 'x', $bins: [{ field: 'w', kind: 'f32', length: 2, region: 1, offset: 0 }] }))).toThrow(
+      'frame attachment w is in bulk region 1, but this channel has none',
+    );
+  });
+});
+
 describe('message narrowing', () => {
   it('names an unknown message type', () => {
     expect(() => asToWorker({ type: 'explode' })).toThrow('unexpected message to a worker: "explode"');
     expect(() => asFromWorker({ type: 'init' })).toThrow('unexpected message from a worker: "init"');
-    expect(asToWorker({ type: 'shutdown' }).type).toBe('shutdown');
+    for (const type of ['init', 'computeGradients', 'evaluate', 'shutdown']) expect(asToWorker({ type }).type).toBe(type);
+    for (const type of ['ready', 'gradientsComputed', 'evaluated', 'failed']) expect(asFromWorker({ type }).type).toBe(type);
+    expect(() => asToWorker({ type: 'ready' })).toThrow('unexpected message to a worker: "ready"');
   });
 });
 
@@ -131,6 +190,52 @@ describe('Channel', () => {
     a.write(frame.subarray(0, 50));
     a.end();
     expect((await closed)?.message).toBe('the stream ended inside a frame');
+  });
+});
+
+describe('Channel: errors and closing', () => {
+  /** A channel on `b` recording its close calls. */
+  const watched = (b: Duplex) => {
+    const closes: (Error | null)[] = [];
+    const got: Record<string, unknown>[] = [];
+    const channel = new Channel(b, { message: (m) => got.push(m), close: (e) => closes.push(e) });
+    return { channel, closes, got };
+  };
+
+  it("a malformed frame closes the channel with the decoder's error and destroys the stream", async () => {
+    const [a, b] = pair();
+    const { channel, closes } = watched(b);
+    const bad = Buffer.alloc(8);
+    bad.writeUInt32LE(2, 0);
+    a.write(bad);
+    await new Promise((r) => setImmediate(r));
+    expect(closes.map((e) => e?.message)).toEqual([`frame length 2 is outside 4..${MAX_FRAME_BYTES}`]);
+    expect(channel.isClosed).toBe(true);
+    expect(b.destroyed).toBe(true);
+    await expect(channel.send({ type: 'late' })).rejects.toThrow('the channel is closed');
+  });
+
+  it('a stream error closes it with that error, once, though the stream also emits close afterwards', async () => {
+    const [, b] = pair();
+    const { channel, closes } = watched(b);
+    expect(channel.isClosed).toBe(false);
+    b.destroy(new Error('EPIPE, say'));
+    await new Promise((r) => setImmediate(r));
+    expect(closes.map((e) => e?.message)).toEqual(['EPIPE, say']);
+    expect(channel.isClosed).toBe(true);
+  });
+
+  it('destroy() without an end still closes it, cleanly between frames, and only once', async () => {
+    const [a, b] = pair();
+    const rx = watched(b);
+    const tx = watched(a);
+    await tx.channel.send({ type: 'one' });
+    await new Promise((r) => setImmediate(r));
+    rx.channel.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(rx.got.map((m) => m.type)).toEqual(['one']);
+    expect(rx.closes).toEqual([null]);
+    expect(b.destroyed).toBe(true);
   });
 });
 

@@ -111,6 +111,53 @@ describe('SupervisedWorker', () => {
   });
 });
 
+describe('SupervisedWorker: what it does not retry, and closing', () => {
+  const gpu = (o: Partial<NonNullable<WorkerConfig['gpu']>> = {}) => ({ index: 2, name: 'Test GPU', exclusive: false, ...o });
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it('stops at once when a worker cannot select its GPU: a machine problem, not a flaky worker', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const w = supervised({ worker: { config: config({ failInitCode: 'GPU_SELECTION' }) }, logger });
+    const e = await w.start().then(() => null, (err: unknown) => err as Error & { code?: string });
+    expect(e?.code).toBe('GPU_SELECTION');
+    expect(e?.message).toMatch(/^worker 1 \(CPU, pid \d+\) failed: fake init failure \(GPU_SELECTION\)/);
+    expect(w.restarts).toBe(0);
+    expect(lines.filter((l) => l.msg === 'worker failed')).toEqual([]);
+  });
+
+  it('lets an error of its own (not a worker failure) propagate without a retry', async () => {
+    const w = supervised({ worker: { config: { ...config(), gpu: gpu({ exclusive: true, pciBusId: 'bus 17' }) } } });
+    const e = await w.start().then(() => null, (err: unknown) => err as Error & { code?: string });
+    expect(e?.code).toBe('GPU_SELECTION');
+    expect(e?.message).toBe('a PCI bus id must look like 00000000:17:00.0. Received: bus 17');
+    expect(w.restarts).toBe(0);
+  });
+
+  it('names a GPU worker by its GPU when giving up', async () => {
+    const w = supervised({ worker: { config: { ...config({ failInitCode: 'BACKEND_UNAVAILABLE' }), gpu: gpu() } } });
+    await expect(w.start()).rejects.toThrow(/^worker 1 \(GPU 2\) failed 3 times in a row, giving up; last error: worker 1 \(GPU 2, pid \d+\) failed: fake init failure/);
+    expect(w.restarts).toBe(2);
+  });
+
+  it('close() ends the worker process, and is a no-op before start', async () => {
+    await supervised({ worker: { config: config() } }).close();
+    const w = supervised({ worker: { config: config() } });
+    await w.start();
+    const pid = w.worker!.pid!;
+    expect(alive(pid)).toBe(true);
+    await w.close();
+    expect(alive(pid)).toBe(false);
+  });
+});
+
 describe('TRAINPOOL_CHAOS', () => {
   it('reads kill-worker, nan-grad and kill-eval faults by rank, joined with ;', () => {
     const c = parseChaos('kill-worker=0:3,1:7,0:9; nan-grad=1:5; kill-eval=1:2');

@@ -197,6 +197,63 @@ describe('trainer with fake workers', () => {
     ).rejects.toThrow('loss became NaN at epoch 1, step 3: training stopped (TerminateOnNaN); the last checkpoint is kept');
   });
 
+  it('stops on a non-finite update with a finite loss, and both stops carry the NON_FINITE_LOSS code', async () => {
+    const bad = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
+    let calls = 0;
+    const inner = bad.computeGradients.bind(bad);
+    bad.computeGradients = async (s): Promise<ShardGradients> => {
+      const g = await inner(s);
+      return ++calls === 2 ? { ...g, grads: new Float32Array(TRAINABLE).fill(Number.POSITIVE_INFINITY) } : g;
+    };
+    const run = (c: FakeCompute) => train({ clients: [new InProcessClient(0, c)], shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial());
+    const e = await run(bad).then(() => null, (err: unknown) => err as Error & { code?: string });
+    expect(e?.message).toBe('the weight update became NaN or infinite at epoch 1, step 2: training stopped (TerminateOnNaN); the last checkpoint is kept');
+    expect(e?.code).toBe('NON_FINITE_LOSS');
+    const nan = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
+    const innerNan = nan.computeGradients.bind(nan);
+    nan.computeGradients = async (s): Promise<ShardGradients> => ({ ...(await innerNan(s)), loss: Number.POSITIVE_INFINITY });
+    const e2 = await run(nan).then(() => null, (err: unknown) => err as Error & { code?: string });
+    expect([e2?.code, e2?.message.split(' at ')[0]]).toEqual(['NON_FINITE_LOSS', 'loss became Infinity']);
+  });
+
+  it('builds every training shard once, and none for an epoch after the last', async () => {
+    const maker = new DirectShardMaker(source());
+    const o = options({ epochs: 2, prefetch: 3 });
+    await train({ clients: fakes(2), shards: maker, trainableSize: TRAINABLE }, o, initial());
+    const steps = stepsPerEpoch({ trainCount: 40, batchSize: 4, workers: 2 });
+    const validationShards = validationChunks(10, 2, o.evalChunk).flat().length;
+    expect(maker.made).toBe(o.epochs * steps * 2 + o.epochs * validationShards);
+  });
+
+  it('times steps and epochs on the clock: wall time of the step, the slowest worker, the epoch in seconds', async () => {
+    // Only performance.now is faked: each worker moves it by its compute time, nothing else does.
+    vi.useFakeTimers({ toFake: ['performance'] });
+    try {
+      vi.advanceTimersByTime(1000);
+      const clients = [3, 7].map((ms, r) => {
+        const c = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
+        const inner = c.computeGradients.bind(c);
+        c.computeGradients = async (s): Promise<ShardGradients> => {
+          vi.advanceTimersByTime(ms);
+          return inner(s);
+        };
+        // Each worker reports its own compute time, as a worker process does.
+        const client = new InProcessClient(r, c);
+        const step = client.computeGradients.bind(client);
+        client.computeGradients = async (req, st) => ({ ...(await step(req, st)), computeMs: ms });
+        return client;
+      });
+      const steps: StepInfo[] = [];
+      const { state } = await train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial(), {
+        onStep: (s) => steps.push(s),
+      });
+      expect(steps.map((s) => [s.wallMs, s.computeMs])).toEqual(steps.map(() => [10, 7]));
+      expect(state.history.map((r) => r.seconds)).toEqual([0.05, 0.05]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('stops at a step boundary when asked', async () => {
     let steps = 0;
     const result = await train({ clients: fakes(1), shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial(), {

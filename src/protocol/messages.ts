@@ -25,6 +25,8 @@ export type ComputeSpec =
       hangAtRequest?: number;
       /** This process takes this long to answer init (a backend slow to load), for start-up timeout tests. */
       startDelayMs?: number;
+      /** This process fails init with this error code (a GPU it cannot select, say), for supervisor tests. */
+      failInitCode?: string;
     };
 
 /** The GPU a worker owns. */

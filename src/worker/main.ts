@@ -110,7 +110,8 @@ async function init(m: InitMessage): Promise<void> {
   const { config } = m;
   rank = config.rank;
   if (config.compute.kind === 'fake') {
-    const { startDelayMs } = config.compute;
+    const { startDelayMs, failInitCode } = config.compute;
+    if (failInitCode) throw Object.assign(new Error(`fake init failure (${failInitCode})`), { code: failInitCode });
     compute = new FakeCompute(config.compute);
     if (startDelayMs) await new Promise((r) => setTimeout(r, startDelayMs));
     return reply({
