@@ -8,7 +8,10 @@
  *   engine      MiniGoogLeNet training img/s on each backend available here (one child process each,
  *               since a backend is process-wide)
  *
- * Options: --only transport,overhead,augment,engine  --backends wasm,cpu,webgpu  --quick
+ *   passes      each per-element pass of a step alone: region writes and reads, the mean + SGD in
+ *               JavaScript and in WebAssembly
+ *
+ * Options: --only transport,passes,overhead,augment,engine  --backends wasm,cpu,webgpu  --quick
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -18,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchAugment } from './augment.js';
 import type { EngineResult } from './engine.js';
-import { benchOverhead, benchTransport } from './runtime.js';
+import { benchOverhead, benchPasses, benchTransport, type OverheadResult } from './runtime.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -48,7 +51,7 @@ function engineInChild(backend: string, quick: boolean): EngineResult | { backen
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'transport,overhead,augment,engine' },
+      only: { type: 'string', default: 'transport,passes,overhead,augment,engine' },
       backends: { type: 'string', default: 'wasm,cpu' },
       quick: { type: 'boolean', default: false },
     },
@@ -67,12 +70,17 @@ async function main(): Promise<void> {
     console.table([{ 'ms/round trip': t.msPerRoundTrip.toFixed(2), 'MB/s': t.megabytesPerSecond.toFixed(0), 'payload MB': (t.payloadBytes / 1e6).toFixed(2) }]);
   }
   if (only.has('overhead')) {
-    const rows = await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40);
+    // Side by side in one run, this VM drifting ±20 % between runs: the exchange as run.ts does it, and the
+    // JavaScript passes it replaced.
+    const rows: OverheadResult[] = [];
+    for (const exchange of ['wasm', 'js'] as const) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40, exchange)));
     results.overhead = rows;
     console.log('\nCoordinator overhead: fake workers computing 15 ms per step, MiniGoogLeNet-sized state');
     console.table(
       rows.map((r) => ({
+        exchange: r.exchange,
         workers: r.workers,
+        'overhead ms': r.overheadMs.toFixed(1),
         'ms/step': r.msPerStep.toFixed(1),
         'steps/s': r.stepsPerSecond.toFixed(1),
         'img/s': Math.round(r.imagesPerSecond),
@@ -81,6 +89,12 @@ async function main(): Promise<void> {
         'shards ready': `${(r.shardsReadyShare * 100).toFixed(0)} %`,
       })),
     );
+  }
+  if (only.has('passes')) {
+    const rows = benchPasses([1, 2, 4, 8], quick ? 5 : 15);
+    results.passes = rows;
+    console.log('\nPer-element passes of a step, each alone, MiniGoogLeNet-sized (median ms)');
+    console.table(rows.map((r) => ({ pass: r.pass, ms: r.ms.toFixed(2) })));
   }
   if (only.has('augment')) {
     const rows = [];

@@ -5,6 +5,10 @@
  *     scaling efficiency throughput(G) / (G · throughput(1)) and the exchange share of a step.
  * Run through `npm run bench` (bench/run.ts), which also measures augmentation and training.
  */
+import { averageInto } from '../src/coordinator/optim/average.js';
+import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
+import { sgdStep } from '../src/coordinator/optim/sgd.js';
+import { BulkFile, bulkDirectory } from '../src/protocol/bulk.js';
 import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { freshState, train, type StepInfo } from '../src/coordinator/trainer.js';
 import { AugmentPool } from '../src/data/augment-pool.js';
@@ -12,8 +16,9 @@ import { AugmentPool } from '../src/data/augment-pool.js';
 /** MiniGoogLeNet's trainable weights and BN statistics (32×32×3, 10 classes). */
 export const MINIGOOGLENET_SIZES = { trainableSize: 1_652_826, statsSize: 3_424 };
 
-function fakeWorker(rank: number, delayMs: number): WorkerHandle {
+function fakeWorker(rank: number, delayMs: number, arena?: ExchangeArena): WorkerHandle {
   return new WorkerHandle({
+    receive: arena?.receiver(rank, ['grads', 'stats']),
     config: {
       rank,
       model: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },
@@ -68,11 +73,18 @@ export interface OverheadResult {
   /** Mean share of a step not spent in the slowest worker's compute. */
   exchangeShare: number;
   msPerStep: number;
+  /** Mean ms of a step beyond the slowest worker's compute. */
+  overheadMs: number;
+  /** Where the per-element passes ran: the WebAssembly kernels on gradients read into the arena, or JavaScript. */
+  exchange: Exchange;
   shardsReadyShare: number;
 }
 
+/** 'wasm': run.ts's exchange; 'js': the gradients in the channels' own buffers, averaged and applied by average.ts and sgd.ts. */
+export type Exchange = 'wasm' | 'js';
+
 /** Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. */
-export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40): Promise<OverheadResult[]> {
+export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'wasm'): Promise<OverheadResult[]> {
   const batch = 64;
   const size = 32 * 32 * 3;
   const images = new Uint8Array(batch * 8 * 4 * size).map((_, i) => (i * 7) & 255);
@@ -81,14 +93,16 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
   const out: OverheadResult[] = [];
   try {
     for (const g of workerCounts) {
-      const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs));
+      const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
+      // As run.ts does: gradients read straight into the memory the exchange's kernels work in.
+      const arena = exchange === 'wasm' ? new ExchangeArena(2 * total + g * (total + 8), g) : undefined;
+      const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, arena));
       await Promise.all(workers.map((w) => w.start()));
       const infos: StepInfo[] = [];
-      const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
       try {
         // Steps per epoch = trainCount / (64·G): size the epoch so every G runs `steps` steps.
         await train(
-          { clients: workers, shards: pool, trainableSize: MINIGOOGLENET_SIZES.trainableSize },
+          { clients: workers, shards: pool, trainableSize: MINIGOOGLENET_SIZES.trainableSize, arena },
           {
             epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1,
             trainCount: Math.min(labels.length, steps * batch * g), testCount: 0, testOffset: 0, evalChunk: 500, prefetch: 2,
@@ -102,22 +116,74 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
       // The first steps include process warm-up (JIT, buffers): measure the rest.
       const steady = infos.slice(3);
       const ms = steady.reduce((s, i) => s + i.wallMs, 0) / steady.length;
-      const exchange = steady.reduce((s, i) => s + (i.wallMs - i.computeMs) / i.wallMs, 0) / steady.length;
+      const share = steady.reduce((s, i) => s + (i.wallMs - i.computeMs) / i.wallMs, 0) / steady.length;
       out.push({
         workers: g,
         steps: steady.length,
         stepsPerSecond: 1000 / ms,
         imagesPerSecond: (1000 / ms) * batch * g,
         efficiency: 0,
-        exchangeShare: exchange,
+        exchangeShare: share,
         msPerStep: ms,
+        overheadMs: steady.reduce((s, i) => s + i.wallMs - i.computeMs, 0) / steady.length,
+        exchange,
         shardsReadyShare: steady.filter((i) => i.shardsReadyBeforeAsked).length / steady.length,
       });
     }
   } finally {
     await pool.close();
   }
+  // Efficiency against one worker with the same exchange.
   const base = out.find((r) => r.workers === 1)?.imagesPerSecond ?? out[0].imagesPerSecond / out[0].workers;
   for (const r of out) r.efficiency = r.imagesPerSecond / (r.workers * base);
+  return out;
+}
+
+export interface PassResult {
+  pass: string;
+  ms: number;
+}
+
+/**
+ * The per-element passes of one step, each alone on MiniGoogLeNet-sized arrays, medians of `repeats`:
+ * what the overhead of a step is made of (the rest is the two processes waking each other).
+ */
+export function benchPasses(workers = [1, 2, 4, 8], repeats = 15): PassResult[] {
+  const { trainableSize: n, statsSize } = MINIGOOGLENET_SIZES;
+  const total = n + statsSize;
+  const median = (f: () => void) => {
+    f();
+    const times: number[] = [];
+    for (let i = 0; i < repeats; i++) {
+      const t = performance.now();
+      f();
+      times.push(performance.now() - t);
+    }
+    return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
+  };
+  const out: PassResult[] = [];
+  const region = BulkFile.create(bulkDirectory(8 * total));
+  try {
+    const state = new Float32Array(total).fill(0.5);
+    const bytes = new Uint8Array(state.buffer);
+    const into = new Uint8Array(bytes.length);
+    out.push({ pass: `region write, ${(bytes.length / 1e6).toFixed(1)} MB (weights out; gradients back)`, ms: median(() => region.write([bytes], 0)) });
+    out.push({ pass: 'region read, the same (worker reads weights; coordinator reads gradients)', ms: median(() => region.readInto(into, 0)) });
+    out.push({ pass: 'copy in memory, the same (Float32Array.set)', ms: median(() => into.set(bytes)) });
+  } finally {
+    region.close();
+  }
+  for (const g of workers) {
+    const arena = new ExchangeArena(2 * total + g * (total + 8), g);
+    const grads = Array.from({ length: g }, (_, r) => arena.adopt(Float32Array.from({ length: n }, (_, i) => Math.sin(i + r) * 1e-3)));
+    const plain = grads.map((a) => a.slice());
+    const weights = arena.adopt(new Float32Array(total).fill(0.5));
+    const velocity = arena.tryAlloc(n)!;
+    const w2 = weights.slice();
+    const v2 = velocity.slice();
+    const mean = new Float32Array(n);
+    out.push({ pass: `mean of ${g} + momentum SGD + NaN check: JavaScript (average.ts, sgd.ts)`, ms: median(() => sgdStep(w2.subarray(0, n), averageInto(mean, plain), { velocity: v2 }, 0.005, 0.9)) });
+    out.push({ pass: `mean of ${g} + momentum SGD + NaN check: WebAssembly SIMD, one pass (kernels.ts)`, ms: median(() => arena.meanSgd(weights.subarray(0, n), velocity, grads, 0.005, 0.9)) });
+  }
   return out;
 }

@@ -164,7 +164,7 @@ describe('bulk regions', () => {
     expect(m.stats).toEqual(stats);
     // A field of another size gets a buffer of its own; the same size reuses the field's buffer.
     const again = source.buffer('grads', 80_004);
-    expect(again).toBe((m.grads as Float32Array).buffer);
+    expect(again.buffer).toBe((m.grads as Float32Array).buffer);
     expect(source.buffer('grads', 16).byteLength).toBe(16);
     own.close();
     shared.file.close();

@@ -1,4 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
+import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
 import { TrainingPlan, stepsPerEpoch, validationChunks } from '../src/coordinator/plan.js';
 import { freshState, train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
 import type { ShardGradients } from '../src/model/gradients.js';
@@ -45,6 +46,10 @@ describe('training plan', () => {
     expect(Array.from(plan.shard(1, 0, 0).indices)).not.toEqual(Array.from(plan.shard(0, 0, 0).indices));
     expect(plan.shard(0, 0, 0).augmentSeed).not.toBe(plan.shard(0, 0, 1).augmentSeed);
     expect(plan.shard(0, 0, 0).dropoutSeed).not.toBe(plan.shard(0, 1, 0).dropoutSeed);
+  });
+
+  it('takes a training set of exactly one global batch: one step per epoch', () => {
+    expect(new TrainingPlan({ seed: 1, trainCount: 128, batchSize: 64, workers: 2 }).steps).toBe(1);
   });
 
   it('refuses a training set smaller than one global batch', () => {
@@ -252,6 +257,34 @@ describe('trainer with fake workers', () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('trains to the same bits whether the gradients arrive in the exchange arena (WebAssembly) or not', async () => {
+    const run = async (arena?: ExchangeArena) => {
+      const clients = fakes(3).map((c) => {
+        if (!arena) return c;
+        // As a worker handle's receiver does: each rank's reply lands in its slots of the arena.
+        const step = c.computeGradients.bind(c);
+        c.computeGradients = async (req, st) => {
+          const r = await step(req, st);
+          const grads = arena.slot(`${c.rank}:grads`, r.grads.length)!;
+          const stats = arena.slot(`${c.rank}:stats`, r.stats.length)!;
+          grads.set(r.grads);
+          stats.set(r.stats);
+          return { ...r, grads, stats };
+        };
+        return c;
+      });
+      return (await train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE, arena }, options({ batchSize: 4 }), initial())).state;
+    };
+    const arena = new ExchangeArena(2 * (TRAINABLE + STATS) + 3 * (TRAINABLE + STATS + 8), 3);
+    const inArena = await run(arena);
+    const plain = await run();
+    expect(arena.holds(inArena.weights) && arena.holds(inArena.sgd.velocity)).toBe(true);
+    const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+    expect(bits(inArena.weights)).toEqual(bits(plain.weights));
+    expect(bits(inArena.sgd.velocity)).toEqual(bits(plain.sgd.velocity));
+    expect(inArena.weights.some((w) => w !== 0.5)).toBe(true);
   });
 
   it('stops at a step boundary when asked', async () => {

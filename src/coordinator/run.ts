@@ -22,6 +22,7 @@ import { exportModel } from '../model/export.js';
 import { writeFileAtomic, writeHistory } from './report/history.js';
 import { renderPlot } from './report/plot.js';
 import { EpochProgress } from './report/progress.js';
+import { ExchangeArena } from './optim/kernels.js';
 import { SupervisedWorker } from './supervisor.js';
 import { freshState, train, type TrainingState } from './trainer.js';
 import { SharedState, BulkFile, bulkDirectory } from '../protocol/bulk.js';
@@ -62,6 +63,9 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   const totalSize = master.layout.totalSize;
   const shared = new SharedState(BulkFile.create(bulkDirectory(4 * totalSize * (config.workers + 2))));
   const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
+  // The weights, the velocity and every rank's gradients and statistics, in the memory the kernels of
+  // the exchange work in (optim/kernels.ts): each worker's reply is read straight into its rank's slots.
+  const arena = new ExchangeArena(2 * totalSize + config.workers * (totalSize + 8), config.workers);
   const workers = Array.from(
     { length: config.workers },
     (_, rank) =>
@@ -80,6 +84,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
             layoutHash: master.layoutHash,
           },
           shared,
+          receive: arena.receiver(rank, ['grads', 'stats']),
           requestTimeoutMs: config.stepTimeoutMs,
           firstRequestTimeoutMs: config.firstStepTimeoutMs,
           onStderr: (r, line) => line.trim() && io.logger.warn({ worker: r, stderr: line }, 'worker stderr'),
@@ -112,7 +117,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
       ? { epoch: resume.epoch, step: resume.step, partial: resume.partial, history: resume.history, weights: resume.weights, sgd: { velocity: resume.velocity } }
       : freshState(await master.getState(), master.layout.trainableSize);
     const result = await train(
-      { clients: workers, shards: pool, trainableSize: master.layout.trainableSize },
+      { clients: workers, shards: pool, trainableSize: master.layout.trainableSize, arena },
       {
         epochs: config.epochs,
         batchSize: config.batchSize,

@@ -6,12 +6,12 @@
  * batchSize × G), applies Keras momentum SGD, averages the replicas' BN moving statistics, and the
  * result is the state every worker starts the next step from.
  */
-import { averageInto } from './optim/average.js';
+import { ExchangeArena } from './optim/kernels.js';
 import type { Shard } from '../data/shard.js';
 import { ShardPrefetcher, type ShardMaker } from './prefetch.js';
 import { TrainingPlan, validationChunks } from './plan.js';
 import { learningRate } from './optim/schedule.js';
-import { createSgdState, sgdStep, type SgdState } from './optim/sgd.js';
+import { createSgdState, type SgdState } from './optim/sgd.js';
 import type { ReplicaClient, StepResult, VersionedState } from './replica-client.js';
 import { statsPart, trainablePart } from '../model/flat.js';
 import { TrainpoolError } from '../util/errors.js';
@@ -93,6 +93,11 @@ export interface TrainerDeps {
   shards: ShardMaker;
   /** Length of the trainable prefix of `weights`. */
   trainableSize: number;
+  /**
+   * Where the per-element passes run (optim/kernels.ts): the caller's, whose slots the workers' gradients
+   * arrive in, or else one the trainer makes for the weights and velocity alone.
+   */
+  arena?: ExchangeArena;
 }
 
 export interface TrainResult {
@@ -105,11 +110,12 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const { clients, shards, trainableSize } = deps;
   const G = clients.length;
   const plan = new TrainingPlan({ seed: o.seed, trainCount: o.trainCount, batchSize: o.batchSize, workers: G });
-  const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history] };
-  const weights = state.weights;
+  // The weights and velocity move into the arena, where the kernels update them in place.
+  const arena = deps.arena ?? new ExchangeArena(start.weights.length + trainableSize, G);
+  const weights = arena.adopt(start.weights);
+  const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history], weights, sgd: { velocity: arena.adopt(start.sgd.velocity) } };
   const trainable = trainablePart(deps, weights);
   const stats = statsPart(deps, weights);
-  const grads = new Float32Array(trainableSize);
   // The version tells each client whether its worker already holds these weights.
   const current: VersionedState = { version: 0, data: weights };
   const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1);
@@ -131,19 +137,18 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
             c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
           ),
         );
-        // 4. Average gradients across replicas (in rank order: deterministic).
-        averageInto(grads, results.map((r) => r.grads));
-        // 5. Stop on divergence (Keras' TerminateOnNaN) before a checkpoint could see it.
+        // 4. Stop on divergence (Keras' TerminateOnNaN) before a checkpoint could see it.
         const loss = results.reduce((s, r) => s + r.loss, 0) / G;
         const acc = results.reduce((s, r) => s + r.acc, 0) / G;
         const diverged = (what: string) =>
           new TrainpoolError('NON_FINITE_LOSS', `${what} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`);
         if (!Number.isFinite(loss)) throw diverged(`loss became ${loss}`);
-        // 6. Keras momentum SGD on the averaged gradient. A NaN update stops too: wasm's clip turns NaN
-        //    probabilities into 1e-7, so NaN weights can report a finite loss. The replicas' averaged BN
-        //    statistics become everyone's.
-        if (!sgdStep(trainable, grads, state.sgd, lr, o.momentum)) throw diverged('the weight update became NaN or infinite');
-        if (stats.length) averageInto(stats, results.map((r) => r.stats));
+        // 5–6. The mean of the replicas' gradients (in rank order: deterministic) and Keras momentum SGD on
+        //    it, in one pass. A NaN update stops too: wasm's clip turns NaN probabilities into 1e-7, so NaN
+        //    weights can report a finite loss. The replicas' averaged BN statistics become everyone's.
+        const updated = arena.meanSgd(trainable, state.sgd.velocity, results.map((r) => r.grads), lr, o.momentum);
+        if (!updated) throw diverged('the weight update became NaN or infinite');
+        if (stats.length) arena.mean(stats, results.map((r) => r.stats));
         current.version++;
         // 7. Metrics: Keras reports the mean over the epoch's batches.
         state.partial.lossSum += loss;

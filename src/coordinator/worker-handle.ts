@@ -47,6 +47,11 @@ export interface WorkerHandleOptions {
    * absent, which costs one extra copy of the weights per worker and step.
    */
   shared?: SharedState;
+  /**
+   * Where large attachments of the worker's replies are read to, by field (the trainer's exchange arena,
+   * optim/kernels.ts); the channel's own buffers for the fields it answers undefined for.
+   */
+  receive?: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined;
 }
 
 /** File descriptors of the worker's bulk regions, as it inherits them: request, reply, shared state. */
@@ -136,7 +141,7 @@ export class WorkerHandle implements ReplicaClient {
     this.channel = new Channel(
       child.stdio[3] as net.Socket,
       { message: (m) => this.onMessage(m), close: () => {} },
-      { out: new RegionSink(this.regions.request, this.shared), in: new RegionSource({ 0: this.regions.reply }) },
+      { out: new RegionSink(this.regions.request, this.shared), in: new RegionSource({ 0: this.regions.reply }, this.o.receive) },
     );
     const ready = await this.request({ type: 'init', protocolVersion: PROTOCOL_VERSION, config }, this.o.startTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
     if (ready.type !== 'ready') throw this.unexpected(ready, 'ready');

@@ -153,14 +153,23 @@ export class RegionSink implements BulkSink {
  * copies it before then.
  */
 export class RegionSource implements BulkSource {
-  private readonly buffers = new Map<string, ArrayBuffer>();
+  private readonly buffers = new Map<string, Uint8Array<ArrayBuffer>>();
 
-  constructor(private readonly regions: Partial<Record<number, BulkFile>>) {}
+  /**
+   * `receive`, when given, places fields itself (the coordinator reads gradients straight into the
+   * memory it averages them in, optim/kernels.ts); it answers undefined for the fields it leaves here.
+   */
+  constructor(
+    private readonly regions: Partial<Record<number, BulkFile>>,
+    private readonly receive?: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined,
+  ) {}
 
-  buffer(field: string, bytes: number): ArrayBuffer {
+  buffer(field: string, bytes: number): Uint8Array<ArrayBuffer> {
+    const placed = this.receive?.(field, bytes);
+    if (placed && placed.byteLength === bytes && placed.byteOffset % 8 === 0) return placed;
     const kept = this.buffers.get(field);
     if (kept && kept.byteLength === bytes) return kept;
-    const fresh = new ArrayBuffer(bytes);
+    const fresh = new Uint8Array(bytes);
     this.buffers.set(field, fresh);
     return fresh;
   }

@@ -41,8 +41,8 @@ export interface BulkSink {
 
 /** Where a receiver reads large attachments from. */
 export interface BulkSource {
-  /** The buffer to read `field`'s `bytes` into (the source may reuse one per field). */
-  buffer(field: string, bytes: number): ArrayBuffer;
+  /** The memory to read `field`'s `bytes` into, 8-byte aligned (the source may reuse it per field). */
+  buffer(field: string, bytes: number): Uint8Array<ArrayBuffer>;
   read(region: number, offset: number, into: Uint8Array): void;
 }
 
@@ -118,9 +118,9 @@ function decodeBody(body: Uint8Array<ArrayBuffer>, bulk?: BulkSource): Record<st
     const bytes = b.length * Ctor.BYTES_PER_ELEMENT;
     if (b.region !== undefined) {
       if (!bulk) throw new Error(`frame attachment ${b.field} is in bulk region ${b.region}, but this channel has none`);
-      const into = new Uint8Array(bulk.buffer(b.field, bytes));
+      const into = bulk.buffer(b.field, bytes);
       bulk.read(b.region, b.offset ?? 0, into);
-      message[b.field] = new Ctor(into.buffer, 0, b.length);
+      message[b.field] = new Ctor(into.buffer, into.byteOffset, b.length);
       continue;
     }
     if (at + bytes > body.length) throw new Error(`frame attachment ${b.field} overruns the frame`);

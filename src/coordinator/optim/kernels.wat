@@ -1,0 +1,101 @@
+;; The coordinator's per-element passes (src/coordinator/optim/kernels.ts), in WebAssembly SIMD.
+;;
+;; Bit-identical to the JavaScript they replace (average.ts, sgd.ts):
+;;   mean:  f32( (((f64 p0 + f64 p1) + f64 p2) + …) / count ), a sum in float64 in rank order, rounded once;
+;;          count 1 is a plain copy.
+;;   sgd:   v ← f32(f32(m·v) − f32(lr·g));  w ← f32(w + v)  — float32 operations, as Math.fround gives.
+;; All pointers are byte offsets into the imported memory; `parts` points at `count` i32 pointers.
+(module
+  (import "env" "memory" (memory 1))
+
+  ;; The mean of the parts' four float32 lanes at byte offset `at`.
+  (func $mean4 (param $parts i32) (param $count i32) (param $at i32) (result v128)
+    (local $x v128) (local $lo v128) (local $hi v128) (local $k i32) (local $c v128)
+    (local.set $x (v128.load (i32.add (i32.load (local.get $parts)) (local.get $at))))
+    (if (i32.eq (local.get $count) (i32.const 1)) (then (return (local.get $x))))
+    (local.set $lo (f64x2.promote_low_f32x4 (local.get $x)))
+    (local.set $hi (f64x2.promote_low_f32x4
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))
+    (local.set $k (i32.const 1))
+    (loop $next
+      (local.set $x (v128.load (i32.add
+        (i32.load (i32.add (local.get $parts) (i32.shl (local.get $k) (i32.const 2))))
+        (local.get $at))))
+      (local.set $lo (f64x2.add (local.get $lo) (f64x2.promote_low_f32x4 (local.get $x))))
+      (local.set $hi (f64x2.add (local.get $hi) (f64x2.promote_low_f32x4
+        (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x)))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $k) (local.get $count))))
+    (local.set $c (f64x2.splat (f64.convert_i32_u (local.get $count))))
+    (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+      (f32x4.demote_f64x2_zero (f64x2.div (local.get $lo) (local.get $c)))
+      (f32x4.demote_f64x2_zero (f64x2.div (local.get $hi) (local.get $c)))))
+
+  ;; The same for one float32 at byte offset `at` (the tail of an array whose length is not a multiple of 4).
+  (func $mean1 (param $parts i32) (param $count i32) (param $at i32) (result f32)
+    (local $s f64) (local $k i32)
+    (if (i32.eq (local.get $count) (i32.const 1))
+      (then (return (f32.load (i32.add (i32.load (local.get $parts)) (local.get $at))))))
+    (local.set $s (f64.promote_f32 (f32.load (i32.add (i32.load (local.get $parts)) (local.get $at)))))
+    (local.set $k (i32.const 1))
+    (loop $next
+      (local.set $s (f64.add (local.get $s) (f64.promote_f32 (f32.load (i32.add
+        (i32.load (i32.add (local.get $parts) (i32.shl (local.get $k) (i32.const 2))))
+        (local.get $at))))))
+      (local.set $k (i32.add (local.get $k) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $k) (local.get $count))))
+    (f32.demote_f64 (f64.div (local.get $s) (f64.convert_i32_u (local.get $count)))))
+
+  ;; out[i] = mean of parts[·][i], for i < n.
+  (func (export "mean") (param $out i32) (param $parts i32) (param $count i32) (param $n i32)
+    (local $at i32) (local $end4 i32) (local $end i32)
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $end4 (i32.and (local.get $end) (i32.const -16)))
+    (block $done4 (loop $vec
+      (br_if $done4 (i32.ge_u (local.get $at) (local.get $end4)))
+      (v128.store (i32.add (local.get $out) (local.get $at)) (call $mean4 (local.get $parts) (local.get $count) (local.get $at)))
+      (local.set $at (i32.add (local.get $at) (i32.const 16)))
+      (br $vec)))
+    (block $done (loop $one
+      (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+      (f32.store (i32.add (local.get $out) (local.get $at)) (call $mean1 (local.get $parts) (local.get $count) (local.get $at)))
+      (local.set $at (i32.add (local.get $at) (i32.const 4)))
+      (br $one))))
+
+  ;; Keras momentum SGD on the mean of the parts, for i < n; returns 1 if every new velocity is finite.
+  (func (export "meanSgd") (param $w i32) (param $v i32) (param $parts i32) (param $count i32) (param $n i32)
+      (param $lr f32) (param $m f32) (result i32)
+    (local $at i32) (local $end4 i32) (local $end i32)
+    (local $lr4 v128) (local $m4 v128) (local $vi v128) (local $bad v128) (local $zero v128)
+    (local $s f32) (local $bad1 f32)
+    (local.set $lr4 (f32x4.splat (local.get $lr)))
+    (local.set $m4 (f32x4.splat (local.get $m)))
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (local.set $end4 (i32.and (local.get $end) (i32.const -16)))
+    (block $done4 (loop $vec
+      (br_if $done4 (i32.ge_u (local.get $at) (local.get $end4)))
+      (local.set $vi (f32x4.sub
+        (f32x4.mul (local.get $m4) (v128.load (i32.add (local.get $v) (local.get $at))))
+        (f32x4.mul (local.get $lr4) (call $mean4 (local.get $parts) (local.get $count) (local.get $at)))))
+      (v128.store (i32.add (local.get $v) (local.get $at)) (local.get $vi))
+      (v128.store (i32.add (local.get $w) (local.get $at))
+        (f32x4.add (v128.load (i32.add (local.get $w) (local.get $at))) (local.get $vi)))
+      ;; x·0 is NaN exactly when x is NaN or infinite, and NaN stays in a sum.
+      (local.set $bad (f32x4.add (local.get $bad) (f32x4.mul (local.get $vi) (local.get $zero))))
+      (local.set $at (i32.add (local.get $at) (i32.const 16)))
+      (br $vec)))
+    (block $done (loop $one
+      (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+      (local.set $s (f32.sub
+        (f32.mul (local.get $m) (f32.load (i32.add (local.get $v) (local.get $at))))
+        (f32.mul (local.get $lr) (call $mean1 (local.get $parts) (local.get $count) (local.get $at)))))
+      (f32.store (i32.add (local.get $v) (local.get $at)) (local.get $s))
+      (f32.store (i32.add (local.get $w) (local.get $at))
+        (f32.add (f32.load (i32.add (local.get $w) (local.get $at))) (local.get $s)))
+      (local.set $bad1 (f32.add (local.get $bad1) (f32.mul (local.get $s) (f32.const 0))))
+      (local.set $at (i32.add (local.get $at) (i32.const 4)))
+      (br $one)))
+    (i32.eqz (i32.or
+      (v128.any_true (f32x4.ne (local.get $bad) (local.get $bad)))
+      (f32.ne (local.get $bad1) (local.get $bad1)))))
+)
