@@ -25,6 +25,10 @@ RUN uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/trainpool
 COPY package.json package-lock.json ./
+# npm ci builds the optional shared-memory addon when the image has a C compiler (this slim one has none:
+# the bulk regions then use read/write, tools/build-native.mjs says so in one line).
+COPY tools/build-native.mjs ./tools/
+COPY src/protocol/shm.c ./src/protocol/
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY bin ./bin
 COPY src ./src

@@ -22,6 +22,7 @@ import { parseArgs } from 'node:util';
 import { benchAugment } from './augment.js';
 import type { EngineResult } from './engine.js';
 import { benchOverhead, benchPasses, benchTransport, type OverheadResult } from './runtime.js';
+import { sharedMemory } from '../src/protocol/shm.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -64,16 +65,26 @@ async function main(): Promise<void> {
   };
 
   if (only.has('transport')) {
-    const t = await benchTransport(quick ? 5 : 30);
-    results.transport = t;
-    console.log('\nTransport: 6.6 MB of weights out, 6.6 MB of gradients back, one worker process');
-    console.table([{ 'ms/round trip': t.msPerRoundTrip.toFixed(2), 'MB/s': t.megabytesPerSecond.toFixed(0), 'payload MB': (t.payloadBytes / 1e6).toFixed(2) }]);
+    // Mapped regions (run.ts's default where the addon is built) and read/write, side by side.
+    const rows = [await benchTransport(quick ? 5 : 30, true), await benchTransport(quick ? 5 : 30, false)];
+    results.transport = rows;
+    console.log('\nTransport: 6.6 MB of weights out, 6.6 MB of gradients back, one worker process, zero compute');
+    console.table(
+      rows.map((t) => ({
+        regions: t.regions,
+        'ms/round trip': t.msPerRoundTrip.toFixed(2),
+        'ms beyond the worker\'s fill': t.msBeyondCompute.toFixed(2),
+        'MB/s': t.megabytesPerSecond.toFixed(0),
+        'payload MB': (t.payloadBytes / 1e6).toFixed(2),
+      })),
+    );
   }
   if (only.has('overhead')) {
-    // Side by side in one run, this VM drifting ±20 % between runs: the exchange as run.ts does it, and the
-    // JavaScript passes it replaced.
+    // Side by side in one run, this VM drifting ±20 % between runs: the exchange as run.ts does it (mapped
+    // where the addon is built), the same kernels over read/write regions, and the JavaScript passes.
     const rows: OverheadResult[] = [];
-    for (const exchange of ['wasm', 'js'] as const) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40, exchange)));
+    const exchanges = sharedMemory() ? (['mapped', 'wasm', 'js'] as const) : (['wasm', 'js'] as const);
+    for (const exchange of exchanges) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40, exchange)));
     results.overhead = rows;
     console.log('\nCoordinator overhead: fake workers computing 15 ms per step, MiniGoogLeNet-sized state');
     console.table(

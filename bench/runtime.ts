@@ -6,6 +6,7 @@
  * Run through `npm run bench` (bench/run.ts), which also measures augmentation and training.
  */
 import { averageInto } from '../src/coordinator/optim/average.js';
+import { createExchange, type RunExchange } from '../src/coordinator/exchange.js';
 import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
 import { sgdStep } from '../src/coordinator/optim/sgd.js';
 import { BulkFile, bulkDirectory } from '../src/protocol/bulk.js';
@@ -15,10 +16,15 @@ import { AugmentPool } from '../src/data/augment-pool.js';
 
 /** MiniGoogLeNet's trainable weights and BN statistics (32×32×3, 10 classes). */
 export const MINIGOOGLENET_SIZES = { trainableSize: 1_652_826, statsSize: 3_424 };
+const SIZES = { totalSize: MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize, trainableSize: MINIGOOGLENET_SIZES.trainableSize };
 
-function fakeWorker(rank: number, delayMs: number, arena?: ExchangeArena): WorkerHandle {
+function fakeWorker(rank: number, delayMs: number, exchange?: RunExchange): WorkerHandle {
   return new WorkerHandle({
-    receive: arena?.receiver(rank, ['grads', 'stats']),
+    // As run.ts does: the run's weights region, the rank's reply region, replies read into the arena.
+    shared: exchange?.shared,
+    reply: exchange?.replies[rank],
+    receive: exchange?.arena.receiver(rank, ['grads', 'stats']),
+    requestBytes: exchange?.mapped ? 4 * 500 * 32 * 32 * 3 : undefined,
     config: {
       rank,
       model: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },
@@ -31,19 +37,25 @@ function fakeWorker(rank: number, delayMs: number, arena?: ExchangeArena): Worke
 }
 
 export interface TransportResult {
+  /** 'mapped': the regions mapped (shm.ts); 'read/write': pread/pwrite. */
+  regions: 'mapped' | 'read/write';
   payloadBytes: number;
   roundTrips: number;
   msPerRoundTrip: number;
+  /** The round trip less the worker's own time (its fake gradients' fill): what the exchange costs. */
+  msBeyondCompute: number;
   /** (weights sent + gradients received) bytes per second, in MB/s (10^6). */
   megabytesPerSecond: number;
 }
 
-/** Weights out, gradients back, through one worker process with zero compute. */
-export async function benchTransport(roundTrips = 30): Promise<TransportResult> {
-  const worker = fakeWorker(0, 0);
-  await worker.start();
+/** Weights out, gradients back, through one worker process with zero compute, the regions `mapped` or read/written. */
+export async function benchTransport(roundTrips = 30, map = true): Promise<TransportResult> {
   const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
-  const state = { version: 0, data: new Float32Array(total).fill(0.5) };
+  const exchange = createExchange(SIZES, 1, { map });
+  const worker = fakeWorker(0, 0, exchange);
+  await worker.start();
+  // The weights where run.ts keeps them: in the arena, over the mapped region when it is mapped.
+  const state = { version: 0, data: exchange.arena.place('weights', new Float32Array(total).fill(0.5)) };
   const shard = { x: new Float32Array(32 * 32 * 3), labels: new Uint8Array(1), dropoutSeed: 0 };
   try {
     for (let i = 0; i < 3; i++) {
@@ -51,15 +63,24 @@ export async function benchTransport(roundTrips = 30): Promise<TransportResult> 
       await worker.computeGradients(shard, state);
     }
     const started = performance.now();
+    let computeMs = 0;
     for (let i = 0; i < roundTrips; i++) {
       state.version++; // a new version: the weights travel every time
-      await worker.computeGradients(shard, state);
+      computeMs += (await worker.computeGradients(shard, state)).computeMs;
     }
     const ms = (performance.now() - started) / roundTrips;
     const bytes = total * 4 + MINIGOOGLENET_SIZES.trainableSize * 4 + MINIGOOGLENET_SIZES.statsSize * 4;
-    return { payloadBytes: total * 4, roundTrips, msPerRoundTrip: ms, megabytesPerSecond: bytes / 1e6 / (ms / 1000) };
+    return {
+      regions: exchange.mapped ? 'mapped' : 'read/write',
+      payloadBytes: total * 4,
+      roundTrips,
+      msPerRoundTrip: ms,
+      msBeyondCompute: ms - computeMs / roundTrips,
+      megabytesPerSecond: bytes / 1e6 / (ms / 1000),
+    };
   } finally {
     await worker.close();
+    exchange.close();
   }
 }
 
@@ -80,11 +101,15 @@ export interface OverheadResult {
   shardsReadyShare: number;
 }
 
-/** 'wasm': run.ts's exchange; 'js': the gradients in the channels' own buffers, averaged and applied by average.ts and sgd.ts. */
-export type Exchange = 'wasm' | 'js';
+/**
+ * 'mapped': run.ts's exchange (the regions mapped in the arena, shm.ts); 'wasm': the same kernels with the
+ * regions read and written (the exchange before mapping); 'js': the gradients in the channels' own
+ * buffers, averaged and applied by average.ts and sgd.ts (before the kernels).
+ */
+export type Exchange = 'mapped' | 'wasm' | 'js';
 
 /** Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. */
-export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'wasm'): Promise<OverheadResult[]> {
+export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped'): Promise<OverheadResult[]> {
   const batch = 64;
   const size = 32 * 32 * 3;
   const images = new Uint8Array(batch * 8 * 4 * size).map((_, i) => (i * 7) & 255);
@@ -94,9 +119,10 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
   try {
     for (const g of workerCounts) {
       const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
-      // As run.ts does: gradients read straight into the memory the exchange's kernels work in.
-      const arena = exchange === 'wasm' ? new ExchangeArena(2 * total + g * (total + 8), g) : undefined;
-      const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, arena));
+      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: exchange === 'mapped' });
+      if (exchange === 'mapped' && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
+      const arena = regions?.arena;
+      const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, regions));
       await Promise.all(workers.map((w) => w.start()));
       const infos: StepInfo[] = [];
       try {
@@ -112,6 +138,7 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
         );
       } finally {
         await Promise.all(workers.map((w) => w.close()));
+        regions?.close();
       }
       // The first steps include process warm-up (JIT, buffers): measure the rest.
       const steady = infos.slice(3);
@@ -174,7 +201,7 @@ export function benchPasses(workers = [1, 2, 4, 8], repeats = 15): PassResult[] 
     region.close();
   }
   for (const g of workers) {
-    const arena = new ExchangeArena(2 * total + g * (total + 8), g);
+    const arena = ExchangeArena.forRun(total, g);
     const grads = Array.from({ length: g }, (_, r) => arena.adopt(Float32Array.from({ length: n }, (_, i) => Math.sin(i + r) * 1e-3)));
     const plain = grads.map((a) => a.slice());
     const weights = arena.adopt(new Float32Array(total).fill(0.5));

@@ -22,10 +22,9 @@ import { exportModel } from '../model/export.js';
 import { writeFileAtomic, writeHistory } from './report/history.js';
 import { renderPlot } from './report/plot.js';
 import { EpochProgress } from './report/progress.js';
-import { ExchangeArena } from './optim/kernels.js';
+import { createExchange } from './exchange.js';
 import { SupervisedWorker } from './supervisor.js';
 import { freshState, train, type TrainingState } from './trainer.js';
-import { SharedState, BulkFile, bulkDirectory } from '../protocol/bulk.js';
 import type { WorkerGpu } from '../protocol/messages.js';
 
 export interface RunIO {
@@ -61,11 +60,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   }
   const pool = new AugmentPool({ threads: config.augmentThreads, ...poolSource(data), mean, height: data.height, width: data.width, depth: data.depth });
   const totalSize = master.layout.totalSize;
-  const shared = new SharedState(BulkFile.create(bulkDirectory(4 * totalSize * (config.workers + 2))));
   const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
-  // The weights, the velocity and every rank's gradients and statistics, in the memory the kernels of
-  // the exchange work in (optim/kernels.ts): each worker's reply is read straight into its rank's slots.
-  const arena = new ExchangeArena(2 * totalSize + config.workers * (totalSize + 8), config.workers);
+  // The weights, the velocity and every rank's gradients, in the memory the exchange's kernels work in,
+  // with the regions the workers read and write mapped there where the addon allows (exchange.ts).
+  const exchange = createExchange({ totalSize, trainableSize: master.layout.trainableSize }, config.workers);
+  const { arena } = exchange;
   const workers = Array.from(
     { length: config.workers },
     (_, rank) =>
@@ -83,7 +82,10 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
             compute: { kind: 'model' },
             layoutHash: master.layoutHash,
           },
-          shared,
+          shared: exchange.shared,
+          reply: exchange.replies[rank],
+          // A shard's images (float32): a training batch or a validation chunk, whichever is larger.
+          requestBytes: 4 * Math.max(config.batchSize, DEFAULTS.evalChunk) * data.height * data.width * data.depth,
           receive: arena.receiver(rank, ['grads', 'stats']),
           requestTimeoutMs: config.stepTimeoutMs,
           firstRequestTimeoutMs: config.firstStepTimeoutMs,
@@ -111,7 +113,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
     io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}`);
     if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
-    io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null }, 'run started');
+    io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null, regions: exchange.mode }, 'run started');
 
     const start: TrainingState = resume
       ? { epoch: resume.epoch, step: resume.step, partial: resume.partial, history: resume.history, weights: resume.weights, sgd: { velocity: resume.velocity } }
@@ -169,7 +171,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   } finally {
     progress.stop();
     await Promise.all(workers.map((w) => w.close()));
-    shared.file.close();
+    exchange.close();
     await pool.close();
     master.dispose();
     await cpu.close();

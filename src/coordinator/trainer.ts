@@ -110,10 +110,11 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const { clients, shards, trainableSize } = deps;
   const G = clients.length;
   const plan = new TrainingPlan({ seed: o.seed, trainCount: o.trainCount, batchSize: o.batchSize, workers: G });
-  // The weights and velocity move into the arena, where the kernels update them in place.
+  // The weights and velocity move into the arena, where the kernels update them in place (and where the
+  // caller may have mapped the region the workers read the weights from: coordinator/exchange.ts).
   const arena = deps.arena ?? new ExchangeArena(start.weights.length + trainableSize, G);
-  const weights = arena.adopt(start.weights);
-  const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history], weights, sgd: { velocity: arena.adopt(start.sgd.velocity) } };
+  const weights = arena.place('weights', start.weights);
+  const state: TrainingState = { ...start, partial: { ...start.partial }, history: [...start.history], weights, sgd: { velocity: arena.place('velocity', start.sgd.velocity) } };
   const trainable = trainablePart(deps, weights);
   const stats = statsPart(deps, weights);
   // The version tells each client whether its worker already holds these weights.

@@ -48,6 +48,18 @@ export interface WorkerHandleOptions {
    */
   shared?: SharedState;
   /**
+   * The region the worker writes its replies to, owned by the caller and kept for the rank across worker
+   * replacements (coordinator/exchange.ts maps it over the rank's gradient slot); created per worker when
+   * absent.
+   */
+  reply?: BulkFile;
+  /**
+   * The largest attachments of one request in bytes (a shard's images): the request region is reserved
+   * and mapped for them where the shared-memory addon is built (protocol/shm.ts), so a shard is a memcpy
+   * here and a view in the worker. Absent: read/write.
+   */
+  requestBytes?: number;
+  /**
    * Where large attachments of the worker's replies are read to, by field (the trainer's exchange arena,
    * optim/kernels.ts); the channel's own buffers for the fields it answers undefined for.
    */
@@ -98,7 +110,8 @@ export class WorkerHandle implements ReplicaClient {
   constructor(private readonly o: WorkerHandleOptions) {
     this.rank = o.config.rank;
     const dir = bulkDirectory(64 << 20);
-    this.regions = { request: BulkFile.create(dir), reply: BulkFile.create(dir) };
+    this.regions = { request: BulkFile.create(dir), reply: o.reply ?? BulkFile.create(dir) };
+    if (o.requestBytes) this.regions.request.reserveAndMap(o.requestBytes);
     this.shared = o.shared ?? new SharedState(BulkFile.create(dir));
   }
 
@@ -197,7 +210,7 @@ export class WorkerHandle implements ReplicaClient {
   private releaseRegions(): void {
     if (this.released) return;
     this.released = true;
-    for (const f of [this.regions.request, this.regions.reply, ...(this.o.shared ? [] : [this.shared.file])]) {
+    for (const f of [this.regions.request, ...(this.o.reply ? [] : [this.regions.reply]), ...(this.o.shared ? [] : [this.shared.file])]) {
       f.close();
     }
   }

@@ -13,11 +13,16 @@
  * after that worker answered the previous request, and the shared state region only after every worker
  * answered the step. Files are unlinked as soon as they are opened and reach the worker as inherited file
  * descriptors, so no file outlives the run, whatever kills it.
+ *
+ * Where the shared-memory addon is built (shm.ts), the regions that carry the weights and the gradients
+ * are mapped: the coordinator reserves them and maps them inside its exchange arena, the worker maps them
+ * at start, and an attachment in a mapped region is a memcpy to write and a view to read.
  */
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statfsSync, unlinkSync, writevSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BulkSink, BulkSource } from './frame.js';
+import { roundUpToPage, sharedMemory } from './shm.js';
 import { pad8 } from '../util/align.js';
 
 /** Attachments at least this large go through a region; smaller ones ride in the frame. */
@@ -38,6 +43,9 @@ export function bulkDirectory(bytesNeeded: number): string {
 }
 
 export class BulkFile {
+  /** The file's first bytes, mapped (shm.ts); null when it is read and written with system calls. */
+  private mapped: Uint8Array<ArrayBuffer> | null = null;
+
   private constructor(readonly fd: number) {}
 
   /** Creates an anonymous region: the file is unlinked at once, only the descriptor keeps it. */
@@ -54,7 +62,76 @@ export class BulkFile {
     return new BulkFile(fd);
   }
 
+  /**
+   * Reserves the file's first `bytes` and maps them over `bytes` bytes of `buffer` at `byteOffset` (the
+   * coordinator's exchange arena). False, and nothing mapped, without the addon or when the reservation
+   * fails (a full /dev/shm): the file is then read and written as before.
+   */
+  mapAt(buffer: ArrayBuffer, byteOffset: number, bytes: number): boolean {
+    const shm = sharedMemory();
+    if (!shm || this.mapped) return false;
+    try {
+      shm.reserve(this.fd, bytes);
+      shm.mapInto(buffer, byteOffset, bytes, this.fd);
+    } catch {
+      return false;
+    }
+    this.mapped = new Uint8Array(buffer, byteOffset, bytes);
+    return true;
+  }
+
+  /** Reserves the file's first `bytes` (rounded up to pages) and maps them here; false where it cannot. */
+  reserveAndMap(bytes: number): boolean {
+    const shm = sharedMemory();
+    if (!shm || this.mapped) return false;
+    try {
+      shm.reserve(this.fd, roundUpToPage(bytes, shm.pageSize));
+    } catch {
+      return false;
+    }
+    return this.mapReserved();
+  }
+
+  /**
+   * Maps the whole file if its peer reserved it (a size of whole pages: the worker's side of mapAt). A file
+   * nobody reserved has size 0 and stays unmapped; so does everything written past the mapped size.
+   */
+  mapReserved(): boolean {
+    const shm = sharedMemory();
+    if (!shm || this.mapped) return false;
+    const { size } = fstatSync(this.fd);
+    if (size === 0 || size % shm.pageSize !== 0) return false;
+    try {
+      this.mapped = new Uint8Array(shm.map(this.fd, size));
+    } catch {
+      return false;
+    }
+    return true;
+  }
+
+  get isMapped(): boolean {
+    return this.mapped !== null;
+  }
+
+  /** The mapped bytes at `offset`, undefined where the file is not mapped. Valid until the writer rewrites them. */
+  view(offset: number, bytes: number): Uint8Array<ArrayBuffer> | undefined {
+    const m = this.mapped;
+    if (!m || offset + bytes > m.length) return undefined;
+    return m.subarray(offset, offset + bytes);
+  }
+
   write(parts: readonly Uint8Array[], offset: number): void {
+    const m = this.mapped;
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    if (m && offset + total <= m.length) {
+      let at = offset;
+      for (const p of parts) {
+        // Already in place: the weights the exchange's kernels updated inside the mapped region itself.
+        if (p.buffer !== m.buffer || p.byteOffset !== m.byteOffset + at) m.set(p, at);
+        at += p.length;
+      }
+      return;
+    }
     let at = offset;
     let rest = parts.filter((p) => p.length > 0);
     while (rest.length) {
@@ -66,6 +143,11 @@ export class BulkFile {
 
   /** Reads `length` bytes at `offset` into `into` (from its start). */
   readInto(into: Uint8Array, offset: number): void {
+    const m = this.mapped;
+    if (m && offset + into.length <= m.length) {
+      if (into.buffer !== m.buffer || into.byteOffset !== m.byteOffset + offset) into.set(m.subarray(offset, offset + into.length));
+      return;
+    }
     let done = 0;
     while (done < into.length) {
       const n = readSync(this.fd, into, done, into.length - done, offset + done);
@@ -150,7 +232,9 @@ export class RegionSink implements BulkSink {
  * reuses: a fresh 6.6 MB buffer per frame costs ~20 ms of page faults in the VMs measured here, ten
  * times the read itself. So an attachment decoded from a region is valid until the next frame on this
  * channel carries the same field; with one request in flight per worker, every reader here consumes or
- * copies it before then.
+ * copies it before then. An attachment in a mapped region is a view of the region itself, valid until its
+ * writer writes the region again: the coordinator only after every worker answered the step, a worker
+ * only after it was asked again, and each reader has used the view by then.
  */
 export class RegionSource implements BulkSource {
   private readonly buffers = new Map<string, Uint8Array<ArrayBuffer>>();
@@ -163,6 +247,11 @@ export class RegionSource implements BulkSource {
     private readonly regions: Partial<Record<number, BulkFile>>,
     private readonly receive?: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined,
   ) {}
+
+  /** Mapped regions need no buffer: the attachment is read where it lies. */
+  view(region: number, offset: number, bytes: number): Uint8Array<ArrayBuffer> | undefined {
+    return this.regions[region]?.view(offset, bytes);
+  }
 
   buffer(field: string, bytes: number): Uint8Array<ArrayBuffer> {
     const placed = this.receive?.(field, bytes);

@@ -44,6 +44,8 @@ export interface BulkSource {
   /** The memory to read `field`'s `bytes` into, 8-byte aligned (the source may reuse it per field). */
   buffer(field: string, bytes: number): Uint8Array<ArrayBuffer>;
   read(region: number, offset: number, into: Uint8Array): void;
+  /** The attachment where it lies, when its region is mapped (bulk.ts): no buffer, no copy. */
+  view?(region: number, offset: number, bytes: number): Uint8Array<ArrayBuffer> | undefined;
 }
 
 const ZEROS = Buffer.alloc(8);
@@ -118,6 +120,11 @@ function decodeBody(body: Uint8Array<ArrayBuffer>, bulk?: BulkSource): Record<st
     const bytes = b.length * Ctor.BYTES_PER_ELEMENT;
     if (b.region !== undefined) {
       if (!bulk) throw new Error(`frame attachment ${b.field} is in bulk region ${b.region}, but this channel has none`);
+      const lies = bulk.view?.(b.region, b.offset ?? 0, bytes);
+      if (lies && lies.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) {
+        message[b.field] = new Ctor(lies.buffer, lies.byteOffset, b.length);
+        continue;
+      }
       const into = bulk.buffer(b.field, bytes);
       bulk.read(b.region, b.offset ?? 0, into);
       message[b.field] = new Ctor(into.buffer, into.byteOffset, b.length);

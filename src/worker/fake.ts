@@ -34,8 +34,16 @@ export class FakeCompute implements Compute {
   private readonly grads: Float32Array;
   private readonly stats: Float32Array;
 
-  constructor(private readonly o: FakeComputeOptions) {
-    this.grads = new Float32Array(o.trainableSize);
+  /**
+   * `gradientsInto`: where to write the gradients, when the worker's reply region is mapped (the view its
+   * reply's first attachment occupies): the reply then carries them without a copy, as a GPU worker's
+   * read-back into that region would.
+   */
+  constructor(
+    private readonly o: FakeComputeOptions,
+    gradientsInto?: Float32Array,
+  ) {
+    this.grads = gradientsInto?.length === o.trainableSize ? gradientsInto : new Float32Array(o.trainableSize);
     this.stats = new Float32Array(o.statsSize);
   }
 

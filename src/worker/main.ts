@@ -26,6 +26,8 @@ import { FakeCompute } from './fake.js';
 let compute: Compute | null = null;
 let backend: BackendHandle | null = null;
 let rank = -1;
+/** The region this worker's replies go to (protocol/bulk.ts), mapped when the coordinator reserved it. */
+let replyRegion: BulkFile | null = null;
 
 const socket = new net.Socket({ fd: 3, readable: true, writable: true });
 const channel = new Channel(
@@ -42,6 +44,10 @@ const channel = new Channel(
 function bulkRegions(fds: string | undefined): ChannelBulk {
   if (!fds) return {};
   const [request, reply, shared] = fds.split(',').map((fd) => BulkFile.fromFd(Number(fd)));
+  // The regions the coordinator reserved (weights, gradients) are mapped: the weights are read where
+  // they lie, the gradients written with a memcpy (protocol/shm.ts). The others stay read/write.
+  for (const file of [request, reply, shared]) file.mapReserved();
+  replyRegion = reply;
   return { out: new RegionSink(reply), in: new RegionSource({ [OWN_REGION]: request, [SHARED_REGION]: shared }) };
 }
 
@@ -112,7 +118,9 @@ async function init(m: InitMessage): Promise<void> {
   if (config.compute.kind === 'fake') {
     const { startDelayMs, failInitCode } = config.compute;
     if (failInitCode) throw Object.assign(new Error(`fake init failure (${failInitCode})`), { code: failInitCode });
-    compute = new FakeCompute(config.compute);
+    // A reply's first large attachment lies at the start of the region: the gradients of gradientsComputed.
+    const into = replyRegion?.view(0, 4 * config.compute.trainableSize);
+    compute = new FakeCompute(config.compute, into && new Float32Array(into.buffer, into.byteOffset, config.compute.trainableSize));
     if (startDelayMs) await new Promise((r) => setTimeout(r, startDelayMs));
     return reply({
       type: 'ready',

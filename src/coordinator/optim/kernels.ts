@@ -10,6 +10,8 @@
  * the JavaScript path, with the same results.
  */
 import { averageInto } from './average.js';
+import type { BulkFile } from '../../protocol/bulk.js';
+import { roundUpToPage, sharedMemory } from '../../protocol/shm.js';
 import { KERNELS_WASM_BASE64 } from './kernels-wasm.js';
 import { sgdStep } from './sgd.js';
 
@@ -58,6 +60,16 @@ export class ExchangeArena {
     this.end = memory.buffer.byteLength;
   }
 
+  /**
+   * Room for a run's exchange: the weights and BN statistics (`totalSize`), the velocity, and each of
+   * `workers` ranks' gradients and statistics, with a page of slack around each array a region may be
+   * mapped over (mapSlot).
+   */
+  static forRun(totalSize: number, workers: number): ExchangeArena {
+    const page = (sharedMemory()?.pageSize ?? 4096) / 4;
+    return new ExchangeArena(2 * totalSize + workers * (totalSize + 8) + 2 * page * (workers + 2), workers);
+  }
+
   /** A new array of `length` zeros in the arena, or undefined when the arena is full. */
   tryAlloc(length: number): Float32Array | undefined {
     const bytes = Math.ceil((4 * length) / ALIGN) * ALIGN;
@@ -85,6 +97,33 @@ export class ExchangeArena {
     const fresh = this.tryAlloc(length);
     if (fresh) this.slots.set(key, fresh);
     return fresh;
+  }
+
+  /**
+   * The slot `key` (see slot) with the bulk region `file` mapped over it: the region's bytes are the
+   * slot's, in this process and in the worker that maps the region (protocol/bulk.ts), so the kernels
+   * read a worker's gradients and write the weights every worker reads with no copy in between. Undefined,
+   * and nothing changed, without the shared-memory addon, when the arena is full or the region cannot be
+   * reserved: the slot is then filled from the region by reads, as before.
+   */
+  mapSlot(key: string, length: number, file: BulkFile): Float32Array | undefined {
+    const shm = sharedMemory();
+    if (!shm || this.slots.has(key)) return undefined;
+    const start = roundUpToPage(this.top, shm.pageSize);
+    const bytes = roundUpToPage(4 * length, shm.pageSize);
+    if (start + bytes > this.end || !file.mapAt(this.memory.buffer, start, bytes)) return undefined;
+    this.top = start + bytes;
+    const a = new Float32Array(this.memory.buffer, start, length);
+    this.slots.set(key, a);
+    return a;
+  }
+
+  /** `a` copied into the slot `key` (the trainer's weights and velocity), or `a` itself when the arena is full. */
+  place(key: string, a: Float32Array): Float32Array {
+    const home = this.slot(key, a.length);
+    if (!home) return a;
+    if (home !== a) home.set(a);
+    return home;
   }
 
   /**

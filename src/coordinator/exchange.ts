@@ -1,0 +1,53 @@
+/**
+ * The memory of a run's exchange, set up once before the workers start: the arena the kernels work in
+ * (optim/kernels.ts), the region every worker reads the weights from and each rank's reply region.
+ *
+ * With the shared-memory addon (protocol/shm.ts), the weights' region is mapped over the arena's weights
+ * and each reply region over its rank's gradient slot: SGD writes the weights the workers read, and the
+ * kernels read the gradients the workers wrote, where they lie. A step then copies the weights once (into
+ * the worker's backend) and the gradients once (out of it), instead of four region passes. Without it the
+ * same objects read and write the regions (the reply straight into the slot) with the same results.
+ *
+ * Reply regions belong to the rank, not to its process: a replacement worker writes where its predecessor
+ * did, after the supervisor has seen the predecessor exit.
+ */
+import { ExchangeArena } from './optim/kernels.js';
+import { BulkFile, bulkDirectory, SharedState } from '../protocol/bulk.js';
+import { regionMode, sharedMemory } from '../protocol/shm.js';
+
+export interface RunExchange {
+  arena: ExchangeArena;
+  shared: SharedState;
+  /** Rank r's reply region (WorkerHandleOptions.reply). */
+  replies: BulkFile[];
+  /** Whether the weights and every rank's gradients are mapped (false: read and written). */
+  mapped: boolean;
+  /** The same, in words, with the reason when not mapped (the run's log). */
+  mode: string;
+  close(): void;
+}
+
+/** `map: false` keeps the regions read/write even where they could be mapped (benchmarks compare the two). */
+export function createExchange(sizes: { totalSize: number; trainableSize: number }, workers: number, o: { map?: boolean } = {}): RunExchange {
+  const { totalSize, trainableSize } = sizes;
+  const dir = bulkDirectory(4 * totalSize * (workers + 2));
+  const arena = ExchangeArena.forRun(totalSize, workers);
+  const shared = new SharedState(BulkFile.create(dir));
+  const replies = Array.from({ length: workers }, () => BulkFile.create(dir));
+  const map = o.map ?? true;
+  let mapped = map && arena.mapSlot('weights', totalSize, shared.file) !== undefined;
+  // Gradients come first in a reply (gradientsComputed), at offset 0 of its region.
+  replies.forEach((file, rank) => {
+    mapped = map && arena.mapSlot(`${rank}:grads`, trainableSize, file) !== undefined && mapped;
+  });
+  return {
+    arena,
+    shared,
+    replies,
+    mapped,
+    mode: mapped ? 'mapped shared memory' : !map ? 'read/write (asked)' : sharedMemory() ? `read/write (regions in ${dir} could not all be reserved and mapped)` : regionMode(),
+    close: () => {
+      for (const f of [shared.file, ...replies]) f.close();
+    },
+  };
+}
