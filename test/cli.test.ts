@@ -1,6 +1,6 @@
 /** bin/train as a user runs it: the end-to-end run, the outputs, and bad input. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -92,6 +92,7 @@ describe('bin/train --scale-lr (linear scaling with warmup, Goyal et al.)', () =
 });
 
 describe('bin/train refuses bad input at once, with one line and status 2', () => {
+  let refusals = 0;
   it.each([
     [['--epochs', '-1', '--output', 'x.png'], '--epochs must be an integer ≥ 1. Received: --epochs=-1'],
     [['--gpus', '4', '--output', 'x.png'], '--gpus 4 asks for more GPUs than this machine has. Found 0: none'],
@@ -99,10 +100,13 @@ describe('bin/train refuses bad input at once, with one line and status 2', () =
     [['--dataset', 'synthetic', '--gpus', '0', '--workers', '2', '--limit-train', '100', '--output', 'x.png'],
       '--batch-size 64 × 2 workers = 128 images per step is more than the 100 training images'],
   ])('%j', (args, message) => {
-    const r = train(args);
+    // Into a folder of its own that does not exist yet: a refused run must not leave it (or x.checkpoints/) behind.
+    const out = path.join(dir, `refused-${refusals++}`);
+    const r = train(args.map((a) => (a === 'x.png' ? path.join(out, 'x.png') : a)));
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(`train: error: ${message}\n`);
     expect(r.stdout).toBe('');
+    expect(existsSync(out)).toBe(false);
   });
 
   it('refuses an output path under a file', () => {

@@ -15,25 +15,42 @@ import { TrainpoolError } from '../util/errors.js';
 import { UsageError, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 
-/** Creates `dir` if needed and proves it writable by writing and removing a file there. */
-export function assertWritableDir(option: string, dir: string): void {
+/**
+ * Creates `dir` if needed and proves it writable by writing and removing a file there. Returns the first
+ * folder it created (undefined when `dir` existed), for preflight to remove again if the run is refused.
+ */
+export function assertWritableDir(option: string, dir: string): string | undefined {
   const probe = path.join(dir, `.trainpool-write-test-${process.pid}`);
   try {
-    mkdirSync(dir, { recursive: true });
+    const created = mkdirSync(dir, { recursive: true });
     writeFileSync(probe, 'ok');
     rmSync(probe);
+    return created;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new UsageError(`${option} must name a writable folder. Received: ${dir} (${code})`);
   }
 }
 
+/** The checks above; a refused run leaves none of the output folders it created for them behind. */
 export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
-  if (config.outputs) {
-    assertWritableDir('--output', path.dirname(config.outputs.png));
-    assertWritableDir('--checkpoint-dir', config.outputs.checkpointDir);
+  const created: (string | undefined)[] = [];
+  try {
+    return await checks(config, created);
+  } catch (e) {
+    // Folders made seconds ago by this process, holding nothing of anyone's: an empty x.checkpoints/
+    // next to a run that never started only misleads the next --resume.
+    for (const dir of created.reverse()) if (dir) rmSync(dir, { recursive: true, force: true });
+    throw e;
   }
-  if (config.logFile) assertWritableDir('--log-file', path.dirname(config.logFile));
+}
+
+async function checks(config: ResolvedConfig, created: (string | undefined)[]): Promise<DatasetCheck> {
+  if (config.outputs) {
+    created.push(assertWritableDir('--output', path.dirname(config.outputs.png)));
+    created.push(assertWritableDir('--checkpoint-dir', config.outputs.checkpointDir));
+  }
+  if (config.logFile) created.push(assertWritableDir('--log-file', path.dirname(config.logFile)));
   const selection = gpuSelectionProblem(config);
   if (selection) throw new TrainpoolError('GPU_SELECTION', selection);
   const data = await checkDataset(datasetOptions(config));
