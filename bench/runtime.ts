@@ -8,6 +8,7 @@
 import { averageInto } from '../src/coordinator/optim/average.js';
 import { createExchange, type RunExchange } from '../src/coordinator/exchange.js';
 import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
+import { DEFAULTS } from '../src/config/config.js';
 import { sgdStep } from '../src/coordinator/optim/sgd.js';
 import { BulkFile, bulkDirectory } from '../src/protocol/bulk.js';
 import { WorkerHandle } from '../src/coordinator/worker-handle.js';
@@ -24,7 +25,8 @@ function fakeWorker(rank: number, delayMs: number, exchange?: RunExchange): Work
     shared: exchange?.shared,
     reply: exchange?.replies[rank],
     receive: exchange?.arena.receiver(rank, ['grads', 'stats']),
-    requestBytes: exchange?.mapped ? 4 * 500 * 32 * 32 * 3 : undefined,
+    // As run.ts sizes it: the larger of a batch and a validation chunk of 32×32×3 float images.
+    requestBytes: exchange?.mapped ? 4 * Math.max(64, DEFAULTS.evalChunk) * 32 * 32 * 3 : undefined,
     config: {
       rank,
       model: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },

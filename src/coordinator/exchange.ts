@@ -35,19 +35,24 @@ export function createExchange(sizes: { totalSize: number; trainableSize: number
   const shared = new SharedState(BulkFile.create(dir));
   const replies = Array.from({ length: workers }, () => BulkFile.create(dir));
   const map = o.map ?? true;
-  let mapped = map && arena.mapSlot('weights', totalSize, shared.file) !== undefined;
   // Gradients come first in a reply (gradientsComputed), at offset 0 of its region.
-  replies.forEach((file, rank) => {
-    mapped = map && arena.mapSlot(`${rank}:grads`, trainableSize, file) !== undefined && mapped;
-  });
+  const slots: [string, number, BulkFile][] = [['weights', totalSize, shared.file], ...replies.map((f, r): [string, number, BulkFile] => [`${r}:grads`, trainableSize, f])];
+  const mapped = map && slots.map(([key, length, file]) => arena.mapSlot(key, length, file) !== undefined).every(Boolean);
   return {
     arena,
     shared,
     replies,
     mapped,
-    mode: mapped ? 'mapped shared memory' : !map ? 'read/write (asked)' : sharedMemory() ? `read/write (regions in ${dir} could not all be reserved and mapped)` : regionMode(),
+    mode: mode(mapped, map, dir),
     close: () => {
       for (const f of [shared.file, ...replies]) f.close();
     },
   };
+}
+
+function mode(mapped: boolean, asked: boolean, dir: string): string {
+  if (mapped) return 'mapped shared memory';
+  if (!asked) return 'read/write (asked)';
+  // With the addon loaded, only the reservation (room in `dir`) or the arena's size can have failed.
+  return sharedMemory() ? `read/write (regions in ${dir} could not all be reserved and mapped)` : regionMode();
 }

@@ -22,7 +22,7 @@ import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statfs
 import os from 'node:os';
 import path from 'node:path';
 import type { BulkSink, BulkSource } from './frame.js';
-import { roundUpToPage, sharedMemory } from './shm.js';
+import { roundUpToPage, sharedMemory, type SharedMemory } from './shm.js';
 import { pad8 } from '../util/align.js';
 
 /** Attachments at least this large go through a region; smaller ones ride in the frame. */
@@ -68,28 +68,29 @@ export class BulkFile {
    * fails (a full /dev/shm): the file is then read and written as before.
    */
   mapAt(buffer: ArrayBuffer, byteOffset: number, bytes: number): boolean {
-    const shm = sharedMemory();
-    if (!shm || this.mapped) return false;
-    try {
-      shm.reserve(this.fd, bytes);
+    return this.reserved(bytes, (shm) => {
       shm.mapInto(buffer, byteOffset, bytes, this.fd);
-    } catch {
-      return false;
-    }
-    this.mapped = new Uint8Array(buffer, byteOffset, bytes);
-    return true;
+      return new Uint8Array(buffer, byteOffset, bytes);
+    });
   }
 
   /** Reserves the file's first `bytes` (rounded up to pages) and maps them here; false where it cannot. */
   reserveAndMap(bytes: number): boolean {
+    return this.reserved(bytes, (shm, reserved) => new Uint8Array(shm.map(this.fd, reserved)));
+  }
+
+  /** Reserves whole pages for `bytes`, then maps them with `map`; false (nothing mapped) where either fails. */
+  private reserved(bytes: number, map: (shm: SharedMemory, reserved: number) => Uint8Array<ArrayBuffer>): boolean {
     const shm = sharedMemory();
     if (!shm || this.mapped) return false;
+    const reserved = roundUpToPage(bytes, shm.pageSize);
     try {
-      shm.reserve(this.fd, roundUpToPage(bytes, shm.pageSize));
+      shm.reserve(this.fd, reserved);
+      this.mapped = map(shm, reserved);
     } catch {
       return false;
     }
-    return this.mapReserved();
+    return true;
   }
 
   /**
