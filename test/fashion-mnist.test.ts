@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -97,6 +97,24 @@ describe('readFashionMnist on small IDX files', () => {
     expect(Array.from(d.train.labels)).toEqual([9, 0]);
     expect(d.test.count).toBe(1);
     await expect(readFashionMnist(root)).rejects.toThrow(/label 12 at index 2/);
+  });
+
+  it('limitTrain 1 still checks the whole file: a flipped byte of its gzip checksum is refused', async () => {
+    writeSet();
+    const file = join(root, TRAIN_IMAGES);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 8] ^= 0xff; // the trailer's CRC-32 (RFC 1952), checked only at the end of the stream
+    writeFileSync(file, bytes);
+    const e = await rejection(readFashionMnist(root, { limitTrain: 1, limitTest: 1 }));
+    expect(e.message).toBe(`Fashion-MNIST file ${file} is not a readable gzip file: incorrect data check`);
+  });
+
+  it('a folder where a file should be is named as such, not as missing or truncated', async () => {
+    writeSet();
+    unlinkSync(join(root, TEST_LABELS));
+    mkdirSync(join(root, TEST_LABELS));
+    const e = await rejection(readFashionMnist(root));
+    expect(e.message).toBe(`Fashion-MNIST file ${join(root, TEST_LABELS)} is a folder; the data set's file should be there`);
   });
 
   it('rejects a limit beyond the set; limitTest 0 is an empty test set', async () => {
