@@ -55,6 +55,8 @@ export interface TrainOptions {
   checkpointDir?: string;
   /** Continue from the newest valid checkpoint. */
   resume?: boolean;
+  /** Start afresh on an output that holds another run's files, removing them first. */
+  overwrite?: boolean;
   /** Seconds a worker may take for one step. */
   stepTimeout?: number;
   logLevel?: LogLevel;

@@ -94,7 +94,7 @@ describe('bin/train --scale-lr (linear scaling with warmup, Goyal et al.)', () =
 describe('bin/train refuses bad input at once, with one line and status 2', () => {
   let refusals = 0;
   it.each([
-    [['--epochs', '-1', '--output', 'x.png'], '--epochs must be an integer ≥ 1. Received: --epochs=-1'],
+    [['--epochs', '-1', '--output', 'x.png'], '--epochs must be an integer from 1 to 100000. Received: --epochs=-1'],
     [['--gpus', '4', '--output', 'x.png'], '--gpus 4 asks for more GPUs than this machine has. Found 0: none'],
     [['--backend', 'cuda', '--output', 'x.png'], '--backend must be one of auto, webgpu, tensorflow, wasm, cpu. Received: --backend=cuda'],
     [['--dataset', 'synthetic', '--gpus', '0', '--workers', '2', '--limit-train', '100', '--output', 'x.png'],
@@ -112,7 +112,7 @@ describe('bin/train refuses bad input at once, with one line and status 2', () =
   it('refuses an output path under a file', () => {
     const r = train(['--dataset', 'synthetic', '--output', '/dev/null/sub/p.png']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe('train: error: --output must name a writable folder. Received: /dev/null/sub (ENOTDIR)\n');
+    expect(r.stderr).toBe('train: error: --output must name a writable folder. Received: /dev/null/sub: a part of the path is not a folder (ENOTDIR)\n');
   });
 
   it('says how to fetch CIFAR-10 when it is missing', () => {

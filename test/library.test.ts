@@ -90,9 +90,9 @@ describe('train(options) with bad options', () => {
 
   it.each([
     [{ output: 'p.jpg' }, 'output must be a .png path. Received: output=p.jpg'],
-    [{ output: 'p.png', epochs: 0 }, 'epochs must be an integer ≥ 1. Received: epochs=0'],
-    [{ output: 'p.png', epochs: 2.5 }, 'epochs must be an integer ≥ 1. Received: epochs=2.5'],
-    [{ output: 'p.png', lr: -1 }, 'lr must be a number > 0. Received: lr=-1'],
+    [{ output: 'p.png', epochs: 0 }, 'epochs must be an integer from 1 to 100000. Received: epochs=0'],
+    [{ output: 'p.png', epochs: 2.5 }, 'epochs must be an integer from 1 to 100000. Received: epochs=2.5'],
+    [{ output: 'p.png', lr: -1 }, 'lr must be a number in (0, 10]. Received: lr=-1'],
     [{ output: 'p.png', momentum: 1 }, 'momentum must be a number in [0, 1). Received: momentum=1'],
     [{ output: 'p.png', momentum: -0.1 }, 'momentum must be a number in [0, 1). Received: momentum=-0.1'],
     [{ output: 'p.png', seed: 2 ** 32 }, 'seed must be an integer from 0 to 4294967295. Received: seed=4294967296'],

@@ -209,9 +209,10 @@ describe('bad resumes and diverging runs fail with one line', () => {
     expect(r.code).toBe(1);
     // (the other stderr lines are the JSON log's warning about the injected fault)
     expect(r.stderr.split('\n').filter((l) => !l.startsWith('{'))).toEqual([
-      'train: error: the weight update became NaN or infinite at epoch 2, step 2: training stopped (TerminateOnNaN); the last checkpoint is kept',
+      `train: error: the weight update became NaN or infinite at epoch 2, step 2: training stopped (TerminateOnNaN); the last checkpoint, ${path.join(dir, 'nan', 'plot.checkpoints', 'epoch-0001-step-000000.ckpt')}, is kept`,
       '',
     ]);
+    // The checkpoint the message names, and no lock left behind.
     expect(readdirSync(path.join(dir, 'nan', 'plot.checkpoints'))).toEqual(['epoch-0001-step-000000.ckpt']);
     expect(existsSync(path.join(dir, 'nan', 'plot.model'))).toBe(false);
   });

@@ -199,7 +199,7 @@ describe('trainer with fake workers', () => {
     const clients = [new InProcessClient(0, nan)];
     await expect(
       train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial()),
-    ).rejects.toThrow('loss became NaN at epoch 1, step 3: training stopped (TerminateOnNaN); the last checkpoint is kept');
+    ).rejects.toThrow('loss became NaN at epoch 1, step 3: training stopped (TerminateOnNaN)');
   });
 
   it('stops on a non-finite update with a finite loss, and both stops carry the NON_FINITE_LOSS code', async () => {
@@ -212,7 +212,7 @@ describe('trainer with fake workers', () => {
     };
     const run = (c: FakeCompute) => train({ clients: [new InProcessClient(0, c)], shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial());
     const e = await run(bad).then(() => null, (err: unknown) => err as Error & { code?: string });
-    expect(e?.message).toBe('the weight update became NaN or infinite at epoch 1, step 2: training stopped (TerminateOnNaN); the last checkpoint is kept');
+    expect(e?.message).toBe('the weight update became NaN or infinite at epoch 1, step 2: training stopped (TerminateOnNaN)');
     expect(e?.code).toBe('NON_FINITE_LOSS');
     const nan = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
     const innerNan = nan.computeGradients.bind(nan);

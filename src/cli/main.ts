@@ -10,7 +10,8 @@
  *   Docker:            docker run --gpus all -v ~/data:/data -v $PWD/out:/out trainpool \
  *                        --gpus 4 --data-dir /data --output /out/plot.png
  *
- * Exit codes: 0 done, 1 failed, 2 usage error (nothing started), 130 interrupted (SIGINT/SIGTERM).
+ * Exit codes: 0 done, 1 failed, 2 refused at the start (a usage error, an output in use: nothing started),
+ * 130 interrupted (SIGINT/SIGTERM).
  */
 import { DATASET_SHAPES } from '../data/dataset.js';
 import { setupBackend } from '../engine/backend.js';
@@ -19,7 +20,7 @@ import { summary } from '../model/summary.js';
 import { isTrainpoolError } from '../util/errors.js';
 import { discoverGpus } from './gpus.js';
 import type { ResolvedConfig } from '../config/config.js';
-import { helpText, parseArgs } from './options.js';
+import { helpText, parseArgs, repeatedOptions } from './options.js';
 import { prepareRun, trainPrepared, type PreparedRun } from './start.js';
 
 export async function main(argv: string[]): Promise<number> {
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText());
     return 0;
   }
+  for (const line of repeatedOptions(argv)) process.stderr.write(`train: warning: ${line}\n`);
   try {
     if (config.summary) return await printSummary(config);
     return await run(await prepareRun(config));
@@ -63,10 +65,19 @@ async function run(prepared: PreparedRun): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A reader that went away (`bin/train … | head`): the run goes on into its files, without its lines,
+  // instead of dying on an EPIPE mid-epoch.
+  const gone = { stdout: false, stderr: false };
+  const onError = (stream: 'stdout' | 'stderr') => (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    gone[stream] = true;
+  };
+  process.stdout.on('error', onError('stdout'));
+  process.stderr.on('error', onError('stderr'));
   try {
     const result = await trainPrepared(prepared, {
-      out: (line) => process.stdout.write(`${line}\n`),
-      warn: (line) => process.stderr.write(`train: warning: ${line}\n`),
+      out: (line) => gone.stdout || process.stdout.write(`${line}\n`),
+      warn: (line) => gone.stderr || process.stderr.write(`train: warning: ${line}\n`),
       stopRequested: () => stopping,
     });
     return result.stopped === 'requested' ? 130 : 0;
@@ -79,7 +90,8 @@ async function run(prepared: PreparedRun): Promise<number> {
 function fail(e: unknown): number {
   if (isTrainpoolError(e)) {
     process.stderr.write(`train: error: ${e.message}\n`);
-    return e.code === 'USAGE' ? 2 : 1;
+    // Refused before anything started: a broken option, or an output that is another run's.
+    return e.code === 'USAGE' || e.code === 'OUTPUT_IN_USE' ? 2 : 1;
   }
   process.stderr.write(`train: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
   return 1;

@@ -5,7 +5,7 @@
  * preflight.ts, never at the end.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { flagOf, OPTIONS, UsageError, type Gpu, type OptionKey, type ResolvedConfig } from '../config/config.js';
+import { flagOf, OPTIONS, rangeOf, UsageError, type Gpu, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import { resolveConfig, type RawOptions } from '../config/resolve.js';
 
 export function buildCommand(): Command {
@@ -15,6 +15,9 @@ export function buildCommand(): Command {
     if (option.attributeName() !== key) throw new Error(`option ${spec.flag} must be declared as ${option.attributeName()}. Received: ${key}: this is a bug`);
     // Shown by --help only: resolveConfig fills defaults, so that it sees what was given.
     if ('default' in spec) option.default(String(spec.default));
+    // The range beside the meaning: what resolve.ts checks is what --help promises.
+    const range = rangeOf(spec.rule);
+    if (range) option.description = `${spec.help} (${range})`;
     command.addOption(option);
   }
   return (
@@ -49,4 +52,20 @@ export function parseArgs(argv: string[], gpusFound: Gpu[]): ResolvedConfig | 'h
 
 export function helpText(): string {
   return buildCommand().helpInformation();
+}
+
+/**
+ * The options given more than once, with the value that counts (commander keeps the last): a warning
+ * each, since `--epochs 70 … --epochs 5` is more often a slip than meant.
+ */
+export function repeatedOptions(argv: readonly string[]): string[] {
+  const flags = new Map(Object.values(OPTIONS).map((spec) => [spec.flag.split(' ')[0], spec.flag.includes('<')]));
+  const seen = new Map<string, string[]>();
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].split(/=(.*)/s, 2);
+    if (!flags.has(flag)) continue;
+    const value = inline ?? (flags.get(flag) ? argv[++i] : 'on');
+    seen.set(flag, [...(seen.get(flag) ?? []), value ?? '']);
+  }
+  return [...seen].filter(([, values]) => values.length > 1).map(([flag, values]) => `${flag} was given ${values.length} times (${values.join(', ')}); the last, ${values.at(-1)}, is used`);
 }

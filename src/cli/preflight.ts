@@ -1,11 +1,9 @@
 /**
  * Everything that can be checked before any slow work starts (workers, downloads, the first epoch):
- * output folders writable (by writing there), the data set present and well-formed (headers and sizes
- * only), the training set large enough for one global batch. A run never fails at its end for
+ * the data set present and well-formed (headers and sizes only), the plot's renderer, the training set
+ * large enough for one global batch. A run never fails at its end for
  * something checkable at its start.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { stepsPerEpoch } from '../coordinator/plan.js';
 import { renderPlot } from '../coordinator/report/plot.js';
 import { checkDataset, type DatasetCheck } from '../data/load.js';
@@ -16,41 +14,9 @@ import { UsageError, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 
 /**
- * Creates `dir` if needed and proves it writable by writing and removing a file there. Returns the first
- * folder it created (undefined when `dir` existed), for preflight to remove again if the run is refused.
+ * The checks above (the output's folders, kinds and lock are cli/ownership.ts's, taken before these).
  */
-export function assertWritableDir(option: string, dir: string): string | undefined {
-  const probe = path.join(dir, `.trainpool-write-test-${process.pid}`);
-  try {
-    const created = mkdirSync(dir, { recursive: true });
-    writeFileSync(probe, 'ok');
-    rmSync(probe);
-    return created;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
-    throw new UsageError(`${option} must name a writable folder. Received: ${dir} (${code})`);
-  }
-}
-
-/** The checks above; a refused run leaves none of the output folders it created for them behind. */
 export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
-  const created: (string | undefined)[] = [];
-  try {
-    return await checks(config, created);
-  } catch (e) {
-    // Folders made seconds ago by this process, holding nothing of anyone's: an empty x.checkpoints/
-    // next to a run that never started only misleads the next --resume.
-    for (const dir of created.reverse()) if (dir) rmSync(dir, { recursive: true, force: true });
-    throw e;
-  }
-}
-
-async function checks(config: ResolvedConfig, created: (string | undefined)[]): Promise<DatasetCheck> {
-  if (config.outputs) {
-    created.push(assertWritableDir('--output', path.dirname(config.outputs.png)));
-    created.push(assertWritableDir('--checkpoint-dir', config.outputs.checkpointDir));
-  }
-  if (config.logFile) created.push(assertWritableDir('--log-file', path.dirname(config.logFile)));
   const selection = gpuSelectionProblem(config);
   if (selection) throw new TrainpoolError('GPU_SELECTION', selection);
   const data = await checkDataset(datasetOptions(config));

@@ -5,9 +5,12 @@
  * (signals, an AbortSignal), which they pass in.
  */
 import pino from 'pino';
+import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import type { CheckpointData } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
+import type { OutputLock } from '../coordinator/output-lock.js';
+import { claimOutput } from './ownership.js';
 import { preflight } from './preflight.js';
 import { resolveResume } from './resume.js';
 
@@ -15,16 +18,32 @@ export interface PreparedRun {
   /** The configuration, with a resumed run's options taken from its checkpoint. */
   config: ResolvedConfig;
   checkpoint: CheckpointData | null;
+  /** Its file. */
+  checkpointFile: string | null;
   /** Newer checkpoints that --resume skipped, each with the reason. */
   skipped: string[];
+  /** The run's id: new, or the resumed checkpoint's (checkpoint.ts). */
+  runId: string;
+  /** The output's lock, held until trainPrepared returns (coordinator/output-lock.ts). */
+  lock: OutputLock;
 }
 
 /** `label` names options in messages: the command line's flags, or the library's option names. */
 export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey) => string = flagOf): Promise<PreparedRun> {
-  const resume = config.resume ? resolveResume(config, label) : null;
-  const prepared = { config: resume?.config ?? config, checkpoint: resume?.checkpoint.data ?? null, skipped: resume?.checkpoint.skipped ?? [] };
-  await preflight(prepared.config);
-  return prepared;
+  // The output first: nothing is read from it, let alone removed, while another run may be writing there.
+  const claim = claimOutput(config);
+  try {
+    const resume = config.resume ? resolveResume(config, label) : null;
+    if (!resume) claim.checkFresh();
+    const prepared = { config: resume?.config ?? config, checkpoint: resume?.checkpoint.data ?? null, checkpointFile: resume?.checkpoint.file ?? null, skipped: resume?.checkpoint.skipped ?? [] };
+    await preflight(prepared.config);
+    // Only now that the run will start: --overwrite never removes a run's files for a run that is refused.
+    if (config.overwrite) claim.clearOtherRun();
+    return { ...prepared, runId: resume?.checkpoint.data.runId ?? claim.runId, lock: claim.lock };
+  } catch (e) {
+    claim.abandon();
+    throw e;
+  }
 }
 
 export interface TrainIO {
@@ -38,17 +57,39 @@ export interface TrainIO {
 
 export async function trainPrepared(run: PreparedRun, io: TrainIO): Promise<RunResult> {
   const { config } = run;
-  const logger = pino(
-    { level: config.logLevel, base: { pid: process.pid } },
-    config.logFile ? pino.destination({ dest: config.logFile, sync: true }) : pino.destination(2),
-  );
   try {
-    for (const why of run.skipped) {
-      io.warn(`skipped ${why}`);
-      logger.warn({ skipped: why }, 'checkpoint skipped');
+    const logger = pino({ level: config.logLevel, base: { pid: process.pid } }, logDestination(config.logFile, io));
+    try {
+      for (const why of run.skipped) {
+        io.warn(`skipped ${why}`);
+        logger.warn({ skipped: why }, 'checkpoint skipped');
+      }
+      return await runTraining(config, { out: io.out, warn: io.warn, logger, stopRequested: io.stopRequested, runId: run.runId, lock: run.lock, resumedFrom: run.checkpointFile ?? undefined }, run.checkpoint);
+    } finally {
+      logger.flush();
     }
-    return await runTraining(config, { out: io.out, logger, stopRequested: io.stopRequested }, run.checkpoint);
   } finally {
-    logger.flush();
+    run.lock.release();
   }
+}
+
+/**
+ * stderr, or the log file; a log file that stops taking lines (a full disk) is said once, on the warning
+ * channel, instead of dropping lines without a word or stopping the run (the epoch lines and checkpoints
+ * go on).
+ */
+function logDestination(file: string | null, io: TrainIO): pino.DestinationStream {
+  if (!file) return pino.destination(2);
+  let dest: ReturnType<typeof pino.destination>;
+  try {
+    dest = pino.destination({ dest: file, sync: true });
+  } catch (e) {
+    throw writeFailed('the log file', file, e);
+  }
+  let said = false;
+  dest.on('error', (e: unknown) => {
+    if (!said) io.warn(`the log file ${file} could not be written (${fsCause(e)}): log lines are lost from here`);
+    said = true;
+  });
+  return dest;
 }

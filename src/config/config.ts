@@ -91,6 +91,8 @@ export interface ResolvedConfig {
   logFile: string | null;
   augmentThreads: number;
   resume: boolean;
+  /** Replace another run's files at the output (cli/ownership.ts); never with `resume`. */
+  overwrite: boolean;
   /** The options given explicitly (their OPTIONS keys), as opposed to defaults. */
   explicit: OptionKey[];
   /** Per-step worker deadline in ms (the first step gets `firstStepTimeoutMs`). */
@@ -100,7 +102,7 @@ export interface ResolvedConfig {
 
 export type Rule =
   | { kind: 'integer'; min: number; max?: number }
-  | { kind: 'positive' }
+  | { kind: 'positive'; max?: number }
   | { kind: 'fraction' }
   | { kind: 'choice'; values: readonly string[] }
   | { kind: 'flag' }
@@ -122,6 +124,16 @@ export interface OptionSpec {
 }
 
 const D = DEFAULTS;
+/** The longest delay a Node timer holds, in whole seconds (2^31 − 1 ms). */
+export const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
+
+/** An option's range as --help and the README show it, or '' for options without one. */
+export function rangeOf(rule: Rule): string {
+  if (rule.kind === 'integer') return rule.max === undefined ? `integer ≥ ${rule.min}` : `integer ${rule.min}–${rule.max}`;
+  if (rule.kind === 'positive') return rule.max === undefined ? 'number > 0' : `number in (0, ${rule.max}]`;
+  if (rule.kind === 'fraction') return 'number in [0, 1)';
+  return '';
+}
 
 /** Every option, in --help order; the key is commander's attribute name, the library's option name, and the config's key where they coincide. */
 export const OPTIONS = {
@@ -135,7 +147,7 @@ export const OPTIONS = {
   workers: {
     flag: '--workers <n>',
     help: 'CPU worker processes when --gpus 0',
-    rule: { kind: 'integer', min: 1 },
+    rule: { kind: 'integer', min: 1, max: 256 },
     default: D.workers,
     shapesTraining: true,
     show: (c) => ({ workers: c.workers }),
@@ -157,7 +169,7 @@ export const OPTIONS = {
   epochs: {
     flag: '--epochs <n>',
     help: 'epochs to train',
-    rule: { kind: 'integer', min: 1 },
+    rule: { kind: 'integer', min: 1, max: 100_000 },
     default: D.epochs,
     shapesTraining: true,
     show: (c) => ({ epochs: c.epochs }),
@@ -165,7 +177,7 @@ export const OPTIONS = {
   lr: {
     flag: '--lr <x>',
     help: 'initial learning rate (poly decay, power 1, per epoch)',
-    rule: { kind: 'positive' },
+    rule: { kind: 'positive', max: 10 },
     default: D.lr,
     shapesTraining: true,
     show: (c) => ({ lr: c.lr }),
@@ -173,7 +185,7 @@ export const OPTIONS = {
   batchSize: {
     flag: '--batch-size <n>',
     help: 'images per worker per step',
-    rule: { kind: 'integer', min: 1 },
+    rule: { kind: 'integer', min: 1, max: 65_536 },
     default: D.batchSize,
     shapesTraining: true,
     show: (c) => ({ batch_size: c.batchSize, global_batch_size: c.batchSize * c.workers }),
@@ -238,10 +250,16 @@ export const OPTIONS = {
   },
   checkpointDir: { flag: '--checkpoint-dir <dir>', help: 'where checkpoints go (default: <output stem>.checkpoints/)', rule: { kind: 'text' } },
   resume: { flag: '--resume', help: 'continue from the newest valid checkpoint', rule: { kind: 'flag' } },
+  overwrite: {
+    flag: '--overwrite',
+    help: "start afresh on an --output that holds another run's files (its checkpoints, history, plot and model are removed first)",
+    rule: { kind: 'flag' },
+  },
   stepTimeout: {
     flag: '--step-timeout <s>',
     help: 'seconds a worker may take for one step before it is replaced',
-    rule: { kind: 'positive' },
+    // Node's timers hold at most 2^31 − 1 ms; a longer delay fires after 1 ms.
+    rule: { kind: 'positive', max: MAX_TIMER_S },
     default: D.stepTimeoutS,
   },
   logLevel: {

@@ -12,6 +12,7 @@ import type { ModelName } from '../model/minigooglenet.js';
 import {
   DEFAULTS,
   describeGpus,
+  rangeOf,
   OPTION_KEYS,
   OPTIONS,
   UsageError,
@@ -61,6 +62,9 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
   const summary = flag('summary');
   const output = text('output');
   if (!summary && !output) throw new UsageError(`${label('output')} is required: the path of the PNG plot, e.g. ${label('output')} plot.png`);
+  if (output !== undefined && /[\\/]$/.test(output)) {
+    throw new UsageError(`${label('output')} must name a file, not a folder. Received: ${label('output')}=${output}`);
+  }
   if (output !== undefined && path.extname(output).toLowerCase() !== '.png') {
     throw new UsageError(`${label('output')} must be a .png path. Received: ${label('output')}=${output}`);
   }
@@ -90,6 +94,9 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     throw new UsageError(`${label('download')} fetches CIFAR-10 only. Received: ${label('dataset')}=${dataset}`);
   }
 
+  if (flag('resume') && flag('overwrite')) {
+    throw new UsageError(`${label('resume')} continues the run at the output and ${label('overwrite')} replaces it: give one of them`);
+  }
   const stem = output ? output.slice(0, -path.extname(output).length) : null;
   const outputs: OutputPaths | null = stem
     ? {
@@ -127,6 +134,7 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     logFile: logFile ? path.resolve(logFile) : null,
     augmentThreads: parse('augmentThreads'),
     resume: flag('resume'),
+    overwrite: flag('overwrite'),
     explicit: OPTION_KEYS.filter(given),
     stepTimeoutMs,
     firstStepTimeoutMs: Math.max(DEFAULTS.firstStepTimeoutS * 1000, stepTimeoutMs),
@@ -177,7 +185,7 @@ function number(option: string, value: unknown, rule: Rule): number {
     }
     case 'positive': {
       const n = parsed(/^\s*[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?\s*$/i);
-      if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${option} must be a number > 0. Received: ${option}=${text}`);
+      if (!Number.isFinite(n) || n <= 0 || (rule.max !== undefined && n > rule.max)) throw new UsageError(`${option} must be a ${rangeOf(rule)}. Received: ${option}=${text}`);
       return n;
     }
     case 'fraction': {

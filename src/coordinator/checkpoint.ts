@@ -23,13 +23,14 @@
  * skipped with a warning when resuming.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { ShapingConfig } from '../config/config.js';
 import { TrainpoolError } from '../util/errors.js';
 import type { EpochRecord } from './trainer.js';
 import { pad8 } from '../util/align.js';
 import { bytesOf } from '../util/bytes.js';
+import { fsCause, writeFileAtomic } from '../util/files.js';
 
 const MAGIC = 'TPCKPT02';
 const VERSION = 2;
@@ -49,6 +50,11 @@ export interface CheckpointData {
   /** The options that shape training (model, data, batch, workers, optimizer, seed, ...): config.ts SHAPING_KEYS. */
   config: ShapingConfig;
   layoutHash: string;
+  /**
+   * The run's id (cli/ownership.ts), kept by a resumed run: checkpoints of another run in the same folder
+   * are never taken for this one's. Absent in checkpoints written before it existed.
+   */
+  runId?: string;
   weights: Float32Array;
   velocity: Float32Array;
   mean: Float32Array;
@@ -89,29 +95,23 @@ export function writeCheckpoint(dir: string, data: CheckpointData): string {
   const parts = [head, bytesOf(weights), bytesOf(velocity), bytesOf(mean)];
   parts.push(digest(parts));
   const file = path.join(dir, fileName(data.epoch, data.step));
-  const tmp = path.join(dir, `.${fileName(data.epoch, data.step)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, 'w');
-  try {
-    for (const part of parts) {
-      let at = 0;
-      while (at < part.length) at += writeSync(fd, part, at, part.length - at);
-    }
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
+  // A full or read-only disk: one line naming the file, the temporary file removed, the older two kept.
+  writeFileAtomic(file, parts, 'the checkpoint', { fsync: true });
   for (const old of listCheckpoints(dir).slice(KEEP)) rmSync(path.join(dir, old), { force: true });
   return file;
 }
 
-/** Checkpoint file names in `dir`, newest (highest epoch, then step) first. */
+/**
+ * Checkpoint file names in `dir`, newest (highest epoch, then step) first; none when `dir` does not
+ * exist. A folder that cannot be read is an error naming it and why (not "no checkpoint").
+ */
 export function listCheckpoints(dir: string): string[] {
   let names: string[];
   try {
     names = readdirSync(dir);
-  } catch {
-    return [];
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw new TrainpoolError('CHECKPOINT', `cannot read the checkpoint folder ${dir}: ${fsCause(e)}`);
   }
   return names.filter((n) => /^epoch-\d{4}-step-\d{6}\.ckpt$/.test(n)).sort().reverse();
 }
@@ -119,7 +119,12 @@ export function listCheckpoints(dir: string): string[] {
 /** Reads and verifies one checkpoint; throws CHECKPOINT naming the file and what is wrong with it. */
 export function readCheckpoint(file: string): CheckpointData {
   const bad = (why: string) => new TrainpoolError('CHECKPOINT', `checkpoint ${file} is unusable: ${why}`);
-  const buf = readFileSync(file);
+  let buf: Buffer;
+  try {
+    buf = readFileSync(file);
+  } catch (e) {
+    throw bad(`it cannot be read: ${fsCause(e)}`);
+  }
   const magic = buf.length < 12 ? '' : buf.toString('latin1', 0, 8);
   const format = magic === MAGIC ? VERSION : magic === MAGIC_1 ? 1 : undefined;
   if (format === undefined) throw bad(`it does not start with ${MAGIC}`);

@@ -14,12 +14,15 @@ import { meanImage } from '../data/mean.js';
 import { setupBackend } from '../engine/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 import { Replica } from '../model/replica.js';
-import { TrainpoolError } from '../util/errors.js';
+import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
 import { writeCheckpoint, type CheckpointData } from './checkpoint.js';
 import { stepsPerEpoch } from './plan.js';
 import { formatEpochLine } from './report/epoch-line.js';
-import { exportModel } from '../model/export.js';
-import { writeFileAtomic, writeHistory } from './report/history.js';
+import { historyCsv, historyJson, writeHistory } from './report/history.js';
+import { writeOutputSet } from './report/outputs.js';
+import type { OutputLock } from './output-lock.js';
+import { checkFreeSpace } from './free-space.js';
+import { writeModelFiles } from '../model/export.js';
 import { renderPlot } from './report/plot.js';
 import { EpochProgress } from './report/progress.js';
 import { createExchange } from './exchange.js';
@@ -30,10 +33,18 @@ import type { WorkerGpu } from '../protocol/messages.js';
 export interface RunIO {
   /** Human-readable lines (stdout). */
   out(line: string): void;
+  /** A warning for the user (stderr), beside the log. */
+  warn?(line: string): void;
   logger: Logger;
   /** True once the run should stop at the next step boundary (SIGINT, SIGTERM). */
   stopRequested(): boolean;
   progressStream?: NodeJS.WriteStream;
+  /** The run's id, in its checkpoints and history (cli/ownership.ts). */
+  runId: string;
+  /** The checkpoint file the run resumed from. */
+  resumedFrom?: string;
+  /** The output's lock: checked before every checkpoint, so a run that lost it writes nothing more there. */
+  lock?: OutputLock;
 }
 
 export interface RunResult {
@@ -58,6 +69,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   if (resume && resume.layoutHash !== master.layoutHash) {
     throw new TrainpoolError('CHECKPOINT', `--resume: the checkpoint's weight layout ${resume.layoutHash} does not match this model's ${master.layoutHash}`);
   }
+  // Before any worker starts: a disk without room for a checkpoint fails now, not after the first epoch.
+  checkFreeSpace(outputs, { checkpointBytes: 4 * (2 * master.layout.totalSize + mean.length), modelBytes: 4 * (master.layout.totalSize + mean.length) }, (line) => {
+    io.warn?.(line);
+    io.logger.warn({ outputs }, line);
+  });
   const pool = new AugmentPool({ threads: config.augmentThreads, ...poolSource(data), mean, height: data.height, width: data.width, depth: data.depth });
   const totalSize = master.layout.totalSize;
   const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
@@ -94,8 +110,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
       }),
   );
   const progress = new EpochProgress(config.epochs, io.progressStream ?? process.stderr);
-  const checkpoint = (state: TrainingState) =>
-    writeCheckpoint(outputs.checkpointDir, {
+  let lastCheckpoint: string | null = io.resumedFrom ?? null;
+  const checkpoint = (state: TrainingState) => {
+    io.lock?.assertHeld(`--output ${outputs.png}`);
+    lastCheckpoint = writeCheckpoint(outputs.checkpointDir, {
+      runId: io.runId,
       epoch: state.epoch,
       step: state.step,
       partial: state.partial,
@@ -106,6 +125,9 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
       velocity: state.sgd.velocity,
       mean,
     });
+    return lastCheckpoint;
+  };
+  const shown = { ...publicConfig(config), run_id: io.runId };
   try {
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: config.workers });
@@ -141,8 +163,9 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           progress.stop();
           io.out(formatEpochLine(record, config.epochs));
           io.logger.info(record, 'epoch');
-          writeHistory(outputs, publicConfig(config), state.history);
+          // The checkpoint first: a history that cannot be written must not cost the epoch's checkpoint.
           io.logger.info({ file: checkpoint(state) }, 'checkpoint');
+          writeHistory(outputs, shown, state.history);
         },
         shouldStop: io.stopRequested,
       },
@@ -150,15 +173,18 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     progress.stop();
 
     const history = result.state.history;
-    writeHistory(outputs, publicConfig(config), history);
-    if (history.length) writeFileAtomic(outputs.png, await renderPlot(history, { title: `${spec.name} on ${data.name}` }));
+    const png = history.length ? await renderPlot(history, { title: `${spec.name} on ${data.name}` }) : undefined;
+    const set = { historyJson: historyJson(shown, history), historyCsv: historyCsv(history), png };
     if (result.stopped === 'requested') {
       const file = checkpoint(result.state);
+      await writeOutputSet(outputs, set);
       io.out(`stopped after epoch ${result.state.epoch}, step ${result.state.step}: checkpoint ${file}; continue with the same command and --resume`);
       return { state: result.state, stopped: result.stopped, seconds: (performance.now() - started) / 1000, imagesPerSecond: 0 };
     }
     master.setState(result.state.weights);
-    await exportModel(outputs.modelDir, master.model, { dataset: data.name, classNames: data.classNames, inputShape: [data.height, data.width, data.depth], mean });
+    const meta = { dataset: data.name, classNames: data.classNames, inputShape: [data.height, data.width, data.depth] as [number, number, number], mean };
+    // The plot, the history and the model as one set: all renamed into place once all are written.
+    await writeOutputSet(outputs, { ...set, model: (dir) => writeModelFiles(dir, master.model, meta) });
     const seconds = (performance.now() - started) / 1000;
     const trained = history.reduce((s, r) => s + r.seconds, 0);
     const imagesPerSecond = trained > 0 ? (history.length * steps * config.batchSize * config.workers) / trained : 0;
@@ -168,6 +194,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     io.out(`model: ${outputs.modelDir}${path.sep}model.json`);
     io.logger.info({ seconds, imagesPerSecond, outputs, restarts: workers.map((w) => w.restarts) }, 'run finished');
     return { state: result.state, stopped: result.stopped, seconds, imagesPerSecond };
+  } catch (e) {
+    // Say where the work is: the checkpoint to resume from, or that there is none yet.
+    if (isTrainpoolError(e, 'NON_FINITE_LOSS')) throw withCheckpoint(e, lastCheckpoint);
+    if (isTrainpoolError(e, 'OUTPUT')) throw withCheckpoint(e, lastCheckpoint, 'make room (or fix the folder) and run the same command with --resume');
+    throw e;
   } finally {
     progress.stop();
     await Promise.all(workers.map((w) => w.close()));
@@ -176,6 +207,13 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     master.dispose();
     await cpu.close();
   }
+}
+
+/** `e` with the newest checkpoint of the run named (or its absence), and what to do next. */
+function withCheckpoint(e: unknown, file: string | null, next?: string): unknown {
+  if (!(e instanceof TrainpoolError)) return e;
+  const where = file ? `the last checkpoint, ${file}, is kept${next ? `: ${next}` : ''}` : 'no checkpoint was written yet';
+  return new TrainpoolError(e.code, `${e.message}; ${where}`);
 }
 
 /** A worker's GPU; it must see that one alone where the machine has others (engine/gpu-selection.ts). */

@@ -142,7 +142,7 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
         const loss = results.reduce((s, r) => s + r.loss, 0) / G;
         const acc = results.reduce((s, r) => s + r.acc, 0) / G;
         const diverged = (what: string) =>
-          new TrainpoolError('NON_FINITE_LOSS', `${what} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN); the last checkpoint is kept`);
+          new TrainpoolError('NON_FINITE_LOSS', `${what} at epoch ${epoch + 1}, step ${step + 1}: training stopped (TerminateOnNaN)`);
         if (!Number.isFinite(loss)) throw diverged(`loss became ${loss}`);
         // 5–6. The mean of the replicas' gradients (in rank order: deterministic) and Keras momentum SGD on
         //    it, in one pass. A NaN update stops too: wasm's clip turns NaN probabilities into 1e-7, so NaN

@@ -22,7 +22,7 @@ import {
 } from '../protocol/messages.js';
 import { DEFAULTS } from '../config/config.js';
 import { selectionEnv } from '../engine/gpu-selection.js';
-import { TrainpoolError } from '../util/errors.js';
+import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from './replica-client.js';
 
 export type WorkerState = 'starting' | 'ready' | 'busy' | 'stopping' | 'stopped' | 'failed';
@@ -258,7 +258,10 @@ export class WorkerHandle implements ReplicaClient {
         }, timeoutMs);
       }
       this.pending = p;
-      this.channel!.send(message).catch((e: Error) => this.fail(new WorkerError(`${this.describe()}: sending ${message.type} failed: ${e.message}`)));
+      this.channel!.send(message).catch((e: Error) =>
+        // A region the coordinator cannot write is not the worker's fault: replacing it cannot help.
+        this.fail(isTrainpoolError(e, 'OUTPUT') ? e : new WorkerError(`${this.describe()}: sending ${message.type} failed: ${e.message}`)),
+      );
     });
   }
 

@@ -5,6 +5,7 @@
  * userDefinedMetadata. Written to a temporary folder and renamed, so a crash never leaves half a model.
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { removeQuietly, temporaryName, writeFailed } from '../util/files.js';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
@@ -25,8 +26,41 @@ interface TrainpoolMetadata {
   preprocessing: string;
 }
 
+/** Exports into `dir` by way of a temporary folder beside it (removed when a write fails). */
 export async function exportModel(dir: string, model: tfl.LayersModel, meta: ExportMetadata): Promise<void> {
-  const tmp = `${dir}.${process.pid}.tmp`;
+  const tmp = temporaryName(dir);
+  try {
+    await writeModelFiles(tmp, model, meta);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw writeFailed('the model', dir, e);
+  }
+  replaceFolder(tmp, dir);
+}
+
+/** Moves the folder `from` to `to`, replacing what was there (a folder cannot be renamed over a full one). */
+export function replaceFolder(from: string, to: string): void {
+  const old = `${to}.${process.pid}.old`;
+  let moved = false;
+  try {
+    renameSync(to, old);
+    moved = true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw writeFailed('the model', to, e);
+  }
+  try {
+    renameSync(from, to);
+  } catch (e) {
+    if (moved) renameSync(old, to);
+    removeQuietly(from);
+    throw writeFailed('the model', to, e);
+  }
+  if (moved) removeQuietly(old);
+}
+
+/** model.json, weights.bin and mean.bin in `dir` (made afresh). */
+export async function writeModelFiles(dir: string, model: tfl.LayersModel, meta: ExportMetadata): Promise<void> {
+  const tmp = dir;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   await model.save(
@@ -53,8 +87,6 @@ export async function exportModel(dir: string, model: tfl.LayersModel, meta: Exp
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weightData.byteLength } };
     }),
   );
-  rmSync(dir, { recursive: true, force: true });
-  renameSync(tmp, dir);
 }
 
 export interface LoadedModel {

@@ -24,6 +24,8 @@ import path from 'node:path';
 import type { BulkSink, BulkSource } from './frame.js';
 import { roundUpToPage, sharedMemory, type SharedMemory } from './shm.js';
 import { pad8 } from '../util/align.js';
+import { TrainpoolError } from '../util/errors.js';
+import { fsCause } from '../util/files.js';
 
 /** Attachments at least this large go through a region; smaller ones ride in the frame. */
 export const BULK_THRESHOLD = 64 * 1024;
@@ -46,20 +48,24 @@ export class BulkFile {
   /** The file's first bytes, mapped (shm.ts); null when it is read and written with system calls. */
   private mapped: Uint8Array<ArrayBuffer> | null = null;
 
-  private constructor(readonly fd: number) {}
+  private constructor(
+    readonly fd: number,
+    /** Its folder, for messages (the descriptor's, for an inherited one). */
+    private readonly where: string,
+  ) {}
 
   /** Creates an anonymous region: the file is unlinked at once, only the descriptor keeps it. */
   static create(dir: string): BulkFile {
     const file = path.join(dir, `trainpool-${process.pid}-${Math.random().toString(36).slice(2)}`);
     const fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
     unlinkSync(file);
-    return new BulkFile(fd);
+    return new BulkFile(fd, dir);
   }
 
   /** Wraps an inherited descriptor (the worker's side). */
   static fromFd(fd: number): BulkFile {
     fstatSync(fd); // fails now, with EBADF, rather than at the first read
-    return new BulkFile(fd);
+    return new BulkFile(fd, `descriptor ${fd}`);
   }
 
   /**
@@ -135,10 +141,15 @@ export class BulkFile {
     }
     let at = offset;
     let rest = parts.filter((p) => p.length > 0);
-    while (rest.length) {
-      const n = writevSync(this.fd, rest, at);
-      at += n;
-      rest = advance(rest, n);
+    try {
+      while (rest.length) {
+        const n = writevSync(this.fd, rest, at);
+        at += n;
+        rest = advance(rest, n);
+      }
+    } catch (e) {
+      // One line naming the region and the cause; the run stops on it at once (worker-handle.ts).
+      throw new TrainpoolError('OUTPUT', `could not write an exchange region (${this.where}): ${fsCause(e)}`);
     }
   }
 

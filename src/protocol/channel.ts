@@ -52,7 +52,13 @@ export class Channel {
    */
   send(message: object): Promise<void> {
     if (this.closed) return Promise.reject(new Error('the channel is closed'));
-    const parts = encodeFrame(message, this.bulk.out);
+    let parts: Uint8Array[];
+    try {
+      parts = encodeFrame(message, this.bulk.out);
+    } catch (e) {
+      // A region that cannot be written (a full /dev/shm): the send fails now, not at the step's timeout.
+      return Promise.reject(e);
+    }
     return new Promise((resolve, reject) => {
       this.stream.cork();
       for (let i = 0; i < parts.length - 1; i++) this.stream.write(parts[i]);

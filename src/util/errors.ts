@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'WORKER_FAILED' // a worker process kept failing
   | 'PROTOCOL' // the two sides of the coordinator/worker pipe disagree
   | 'CHECKPOINT' // no usable checkpoint, or one that does not match the run
+  | 'OUTPUT_IN_USE' // another run holds the output, or it holds another run's files (exit 2: nothing started)
+  | 'OUTPUT' // a file the run writes (outputs, checkpoints, logs, regions) could not be written
   | 'NON_FINITE_LOSS'; // training diverged (Keras' TerminateOnNaN)
 
 export class TrainpoolError extends Error {

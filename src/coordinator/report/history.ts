@@ -2,7 +2,7 @@
  * The run's history beside the plot: `<stem>.history.json` ({config, epochs}) and `<stem>.history.csv`
  * with the same columns. Written after every epoch (atomically), so an interrupted run still has it.
  */
-import { renameSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../../util/files.js';
 import type { EpochRecord } from '../trainer.js';
 
 export const HISTORY_COLUMNS = ['epoch', 'loss', 'acc', 'val_loss', 'val_acc', 'lr', 'seconds'] as const;
@@ -23,14 +23,8 @@ function finiteOrNull(v: number): number | null {
   return Number.isFinite(v) ? v : null;
 }
 
-/** Writes via a temporary file and rename, so a reader never sees half a file. */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, file);
-}
-
+/** Both files, each via a temporary file and a rename, so a reader never sees half a file. */
 export function writeHistory(paths: { historyJson: string; historyCsv: string }, config: object, epochs: readonly EpochRecord[]): void {
-  writeFileAtomic(paths.historyJson, historyJson(config, epochs));
-  writeFileAtomic(paths.historyCsv, historyCsv(epochs));
+  writeFileAtomic(paths.historyJson, historyJson(config, epochs), 'the history');
+  writeFileAtomic(paths.historyCsv, historyCsv(epochs), 'the history');
 }

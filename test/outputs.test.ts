@@ -1,0 +1,202 @@
+/**
+ * The paths around training, through bin/train: a run owns its output (a lock, another run's files refused
+ * unless --resume or --overwrite), everything it will write is checked at the start, and a disk that fills
+ * mid-run costs one line naming the file, the last checkpoint and nothing else (no `.tmp` left).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readCheckpoint } from '../src/coordinator/checkpoint.js';
+import { LOCK_NAME } from '../src/coordinator/output-lock.js';
+
+const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-outputs-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const ENV = { ...process.env, TRAINPOOL_GPUS: '' };
+/** One step per epoch: a run of a few epochs takes seconds. */
+const TINY = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--workers', '1', '--limit-train', '64', '--limit-test', '32'];
+
+function train(args: string[]) {
+  const r = spawnSync(BIN, args, { encoding: 'utf8', env: ENV, timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Starts bin/train and resolves once a stdout line matches `until`; `done` resolves with its exit. */
+function start(args: string[], until: RegExp) {
+  const child = spawn(BIN, args, { env: ENV, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  const reached = new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (until.test(stdout)) resolve();
+    });
+    child.on('exit', () => reject(new Error(`bin/train exited before ${until}: ${stdout}${stderr}`)));
+  });
+  return { child, reached, done };
+}
+
+/** Every file under `root`, relative. */
+const files = (root: string) => readdirSync(root, { recursive: true, withFileTypes: true }).filter((e) => !e.isDirectory()).map((e) => path.relative(root, path.join(e.parentPath, e.name))).sort();
+const seedOf = (historyJson: string) => JSON.parse(readFileSync(historyJson, 'utf8')).config.seed;
+
+describe('a run owns its output', () => {
+  it("refuses a fresh run on another run's files; --overwrite replaces them; a crash then resumes the new run, never the old", async () => {
+    const out = path.join(dir, 'owned', 'p.png');
+    const history = path.join(dir, 'owned', 'p.history.json');
+    expect(train([...TINY, '--epochs', '2', '--seed', '1', '--output', out]).code).toBe(0);
+    const before = readFileSync(history, 'utf8');
+
+    const refused = train([...TINY, '--epochs', '3', '--seed', '2', '--output', out]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toBe(
+      `train: error: --output ${out} holds another run's files (epoch-0002-step-000000.ckpt, epoch-0001-step-000000.ckpt, p.png, p.history.json, p.history.csv, p.model): pass --resume to continue that run or --overwrite to replace it\n`,
+    );
+    expect(readFileSync(history, 'utf8')).toBe(before); // nothing of the old run touched
+
+    // --overwrite, killed (SIGKILL: no cleanup) after its first epoch: the old run's files are gone and the
+    // lock it held is stale.
+    const run = start([...TINY, '--epochs', '3', '--seed', '2', '--output', out, '--overwrite'], /^Epoch 1\/3/m);
+    await run.reached;
+    const ckdir = path.join(dir, 'owned', 'p.checkpoints');
+    await until(() => readdirSync(ckdir).includes('epoch-0001-step-000000.ckpt') && existsSync(history) && seedOf(history) === 2);
+    run.child.kill('SIGKILL');
+    await run.done;
+    // Killed after its first epoch, perhaps after its second: its newest checkpoint is where it resumes.
+    const left = readdirSync(ckdir).sort();
+    expect(left[0]).toBe(LOCK_NAME);
+    const epochsDone = left.length - 1;
+    expect(left.slice(1)).toEqual(['epoch-0001-step-000000.ckpt', 'epoch-0002-step-000000.ckpt'].slice(0, epochsDone));
+    expect(existsSync(path.join(dir, 'owned', 'p.model'))).toBe(false); // the old run's model went with --overwrite
+    const runId = readCheckpoint(path.join(ckdir, 'epoch-0001-step-000000.ckpt')).runId;
+    expect(runId).toMatch(/^[0-9a-f]{12}$/);
+
+    const resumed = train(['--resume', '--output', out]);
+    expect(resumed.stderr).toBe('');
+    expect(resumed.code).toBe(0);
+    expect(resumed.stdout).toContain('seed 2');
+    expect(resumed.stdout).toContain(`resuming after epoch ${epochsDone} of 3`);
+    const json = JSON.parse(readFileSync(history, 'utf8'));
+    expect(json.config).toMatchObject({ seed: 2, epochs: 3, run_id: runId });
+    expect(json.epochs.map((e: { epoch: number }) => e.epoch)).toEqual([1, 2, 3]);
+    expect(readCheckpoint(path.join(ckdir, 'epoch-0003-step-000000.ckpt')).runId).toBe(runId);
+    expect(readdirSync(ckdir)).not.toContain(LOCK_NAME); // taken over, then released
+  }, 120_000);
+
+  it('refuses a second run on an output in use at once, naming the first, which finishes untouched', async () => {
+    const out = path.join(dir, 'busy', 'p.png');
+    // Ten steps an epoch: long enough for the second run to start while the first trains.
+    const first = start([...TINY, '--limit-train', '640', '--epochs', '3', '--seed', '1', '--output', out], /^workers: /m);
+    await first.reached;
+    const second = train([...TINY, '--epochs', '3', '--seed', '2', '--output', out]);
+    expect(second.code).toBe(2);
+    expect(second.stderr).toMatch(new RegExp(`^train: error: --output ${escape(out)} is in use by another run \\(pid ${first.child.pid}, since [-\\d:.TZ]+\\); wait for it to finish or choose another --output\\n$`));
+    const done = await first.done;
+    expect(done.code).toBe(0);
+    expect(seedOf(path.join(dir, 'busy', 'p.history.json'))).toBe(1);
+    expect(files(path.join(dir, 'busy'))).toEqual([
+      'p.checkpoints/epoch-0002-step-000000.ckpt', 'p.checkpoints/epoch-0003-step-000000.ckpt',
+      'p.history.csv', 'p.history.json', 'p.model/mean.bin', 'p.model/model.json', 'p.model/weights.bin', 'p.png',
+    ]);
+  }, 120_000);
+});
+
+describe('bin/train checks what it will write before it starts (one line, status 2, nothing left)', () => {
+  const at = path.join(dir, 'start');
+  mkdirSync(path.join(at, 'p.png'), { recursive: true });
+  mkdirSync(path.join(at, 'logs'), { recursive: true });
+  writeFileSync(path.join(at, 'q.model'), 'a file where the model folder goes');
+  const cases: [string, string[], string][] = [
+    ['--output naming a folder', ['--output', path.join(at, 'p.png')], `--output must name a file, not a folder. Received: ${path.join(at, 'p.png')} (a folder)`],
+    ['--output ending in a slash', ['--output', `${path.join(at, 'r.png')}/`], `--output must name a file, not a folder. Received: --output=${path.join(at, 'r.png')}/`],
+    ['--log-file naming a folder', ['--output', path.join(at, 's.png'), '--log-file', path.join(at, 'logs')], `--log-file must name a file, not a folder. Received: ${path.join(at, 'logs')} (a folder)`],
+    ['a file where the model folder goes', ['--output', path.join(at, 'q.png')], `--output's model goes in the folder ${path.join(at, 'q.model')}, which is a file here: move it or choose another --output`],
+    ['--step-timeout beyond what a timer holds', ['--output', path.join(at, 't.png'), '--step-timeout', '3000000'], '--step-timeout must be a number in (0, 2147483]. Received: --step-timeout=3000000'],
+    ['--resume with --overwrite', ['--output', path.join(at, 'u.png'), '--resume', '--overwrite'], '--resume continues the run at the output and --overwrite replaces it: give one of them'],
+  ];
+  it.each(cases)('%s', (_, args, message) => {
+    const before = files(at);
+    const r = train([...TINY, '--epochs', '1', ...args]);
+    expect(r.stderr).toBe(`train: error: ${message}\n`);
+    expect(r.code).toBe(2);
+    expect(files(at)).toEqual(before);
+  });
+
+  it('warns about an option given twice and uses the last', () => {
+    const r = train([...TINY, '--epochs', '3', '--epochs=1', '--output', path.join(at, 'twice', 'p.png')]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('train: warning: --epochs was given 2 times (3, 1); the last, 1, is used\n');
+    expect(r.stdout).toMatch(/^Epoch 1\/1 /m);
+  }, 60_000);
+});
+
+/** A tmpfs of `size` in a mount namespace of its own (nothing mounted outside it), or why there is none. */
+const namespace = spawnSync('unshare', ['-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs /mnt && echo ok'], { encoding: 'utf8' });
+const canMount = namespace.stdout.trim() === 'ok';
+
+describe.skipIf(!canMount)('a full disk (a small tmpfs in a private mount namespace)', () => {
+  /** Runs `script` (sh) with $DISK a tmpfs of `size`; its steps' outputs go to files outside it. */
+  function onSmallDisk(size: string, script: string) {
+    const disk = mkdtempSync(path.join(dir, 'disk-'));
+    const r = spawnSync('unshare', ['-rm', 'sh', '-c', `mount -t tmpfs -o size=${size} tmpfs "$DISK" && ${script}`], {
+      encoding: 'utf8',
+      env: { ...ENV, DISK: disk, BIN, LOGS: dir },
+      timeout: 240_000,
+    });
+    return { ...r, disk };
+  }
+
+  it('too little room for one checkpoint and the model: refused at the start', () => {
+    const r = onSmallDisk('128k', `"$BIN" ${TINY.join(' ')} --epochs 1 --output "$DISK/p.png"`);
+    expect(r.stderr).toMatch(/^train: error: .*disk-\w+\/p\.checkpoints has 0\.1 MB free; checkpoints, the model and plot need at least 0\.3 MB \(a run there would fail at its first checkpoint\)\n$/);
+    expect(r.status).toBe(2);
+  });
+
+  it('filling at the third checkpoint: one line naming it and the last one kept, no .tmp left; --resume finishes once there is room', () => {
+    // Two checkpoints of 191 KB fit in 480 KB, a third does not.
+    const r = onSmallDisk(
+      '480k',
+      `"$BIN" ${TINY.join(' ')} --epochs 4 --seed 3 --output "$DISK/p.png" > "$LOGS/full.out" 2> "$LOGS/full.err"; echo $? > "$LOGS/full.code"; ` +
+        `ls -A "$DISK" "$DISK/p.checkpoints" > "$LOGS/full.ls"; mount -o remount,size=4m "$DISK" && ` +
+        `"$BIN" --resume --output "$DISK/p.png" > "$LOGS/resumed.out" 2> "$LOGS/resumed.err"; echo $? > "$LOGS/resumed.code"; ls -A "$DISK" "$DISK/p.checkpoints" > "$LOGS/resumed.ls"`,
+    );
+    expect(r.status).toBe(0);
+    const log = (name: string) => readFileSync(path.join(dir, name), 'utf8');
+    const ck = (epoch: number) => `${r.disk}/p.checkpoints/epoch-000${epoch}-step-000000.ckpt`;
+    expect(log('full.code').trim()).toBe('1');
+    const lines = log('full.err').split('\n').filter((l) => l.startsWith('train: error'));
+    expect(lines).toEqual([
+      `train: error: could not write the checkpoint ${ck(3)}: no space left on the device (ENOSPC); the last checkpoint, ${ck(2)}, is kept: make room (or fix the folder) and run the same command with --resume`,
+    ]);
+    expect(log('full.err')).not.toMatch(/\n\s+at /); // no stack trace
+    // The warning at the start said the room was short; no .tmp, no lock left.
+    expect(log('full.err')).toMatch(/^train: warning: .*p\.checkpoints has 0\.\d MB free; checkpoints, the model and plot need about \d\.\d MB: the run may stop for want of room$/m);
+    expect(log('full.ls')).not.toMatch(/\.tmp|\.lock/);
+    expect(log('full.ls')).toContain('epoch-0002-step-000000.ckpt');
+    expect(log('resumed.err')).toBe('');
+    expect(log('resumed.code').trim()).toBe('0');
+    expect(log('resumed.out')).toContain('resuming after epoch 2 of 4');
+    expect(log('resumed.ls')).toMatch(/p\.model/);
+    expect(log('resumed.ls')).not.toMatch(/\.tmp|\.lock/);
+  }, 240_000);
+});
+
+async function until(condition: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
