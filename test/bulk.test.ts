@@ -3,7 +3,8 @@
  * fill the frame) and the bulk regions themselves (bulk.ts): where they live, writes of several parts,
  * the shared weights written once per version, and short or closed regions.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { fstatSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -185,3 +186,28 @@ describe('bulk regions', () => {
     expect(() => new RegionSource({}).read(1, 0, new Uint8Array(4))).toThrow('no bulk region 1 on this side of the channel: this is a bug');
   });
 });
+
+describe('a region that cannot be written (a full disk: /dev/full answers every write with ENOSPC)', () => {
+  const full = () => BulkFile.fromFd(openSync('/dev/full', 'r+'));
+
+  it('says so in one line naming the region and the cause, and a channel send rejects instead of throwing', async () => {
+    const f = full();
+    expect(() => f.write([new Uint8Array(8)], 0)).toThrow(new RegExp(`^could not write an exchange region \\(descriptor ${f.fd}\\): no space left on the device \\(ENOSPC\\)$`));
+    const { Channel } = await import('../src/protocol/channel.js');
+    const channel = new Channel(new PassThrough(), { message: () => {}, close: () => {} }, { out: new RegionSink(f) });
+    await expect(channel.send({ type: 'x', big: new Float32Array(BULK_THRESHOLD) })).rejects.toMatchObject({ code: 'OUTPUT' });
+    channel.destroy();
+    f.close();
+  });
+
+  it('preallocation fails at once, in one line; a region made in a folder with room holds its bytes', () => {
+    const f = full();
+    expect(() => f.preallocate(1 << 20)).toThrow(new RegExp(`^could not reserve 1\\.0 MB for an exchange region in descriptor ${f.fd}: no space left on the device \\(ENOSPC\\)$`));
+    f.close();
+    const r = BulkFile.createReserved(dir, 100_000);
+    expect(fstatSync(r.fd).size).toBe(100_000);
+    expect(fstatSync(r.fd).blocks * 512).toBeGreaterThanOrEqual(100_000); // allocated, not a hole
+    r.close();
+  });
+});
+

@@ -94,7 +94,7 @@ describe('a run owns its output', () => {
   it('refuses a second run on an output in use at once, naming the first, which finishes untouched', async () => {
     const out = path.join(dir, 'busy', 'p.png');
     // Ten steps an epoch: long enough for the second run to start while the first trains.
-    const first = start([...TINY, '--limit-train', '640', '--epochs', '3', '--seed', '1', '--output', out], /^workers: /m);
+    const first = start([...TINY.slice(0, -4), '--limit-train', '640', '--limit-test', '32', '--epochs', '3', '--seed', '1', '--output', out], /^workers: /m);
     await first.reached;
     const second = train([...TINY, '--epochs', '3', '--seed', '2', '--output', out]);
     expect(second.code).toBe(2);
@@ -186,6 +186,37 @@ describe.skipIf(!canMount)('a full disk (a small tmpfs in a private mount namesp
     expect(log('resumed.out')).toContain('resuming after epoch 2 of 4');
     expect(log('resumed.ls')).toMatch(/p\.model/);
     expect(log('resumed.ls')).not.toMatch(/\.tmp|\.lock/);
+  }, 240_000);
+});
+
+describe.skipIf(!canMount)('/dev/shm filling during a run (a tmpfs over it in a private mount namespace)', () => {
+  // Regions of every size are allocated at the start (zeros without the addon, posix_fallocate with it), so
+  // a /dev/shm that fills up after the workers started fails nothing; before, the first validation chunk's
+  // larger request region hit ENOSPC with a stack trace and the run hung until the step timeout.
+  it.each([['mapped', {}], ['read/write', { TRAINPOOL_NO_MMAP: '1' }]] as const)('%s regions: the run finishes as if nothing happened', (mode, extra) => {
+    const tag = mode === 'mapped' ? 'shm-mapped' : 'shm-rw';
+    const out = path.join(dir, tag, 'p.png');
+    const log = (name: string) => readFileSync(path.join(dir, `${tag}.${name}`), 'utf8');
+    const script = [
+      // 200 MB: room for the 64 MB that makes /dev/shm the home of the requests' regions (bulk.ts).
+      'mount -t tmpfs -o size=200m tmpfs /dev/shm || exit 9',
+      `"$BIN" --dataset synthetic --model tiny --gpus 0 --workers 2 --limit-train 1280 --limit-test 500 --epochs 2 --seed 4 --output "$OUT" > "$LOGS/${tag}.out" 2> "$LOGS/${tag}.err" &`,
+      'pid=$!',
+      `while ! grep -q '^global batch' "$LOGS/${tag}.out"; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done`,
+      `df -k /dev/shm | tail -1 > "$LOGS/${tag}.before"`,
+      'dd if=/dev/zero of=/dev/shm/fill bs=1M 2>/dev/null',
+      `df -k /dev/shm | tail -1 > "$LOGS/${tag}.after"`,
+      `wait $pid; echo $? > "$LOGS/${tag}.code"`,
+    ].join('\n');
+    const r = spawnSync('unshare', ['-rm', 'sh', '-c', script], { encoding: 'utf8', env: { ...ENV, ...extra, BIN, LOGS: dir, OUT: out }, timeout: 240_000 });
+    expect(r.status).toBe(0);
+    const used = (line: string) => Number(line.trim().split(/\s+/)[2]);
+    // The regions were there (two workers' requests of ~6 MB, the weights and replies), and then it was full.
+    expect(used(log('before'))).toBeGreaterThan(12_000);
+    expect(log('after').trim().split(/\s+/)[3]).toBe('0');
+    expect(log('err')).toBe('');
+    expect(log('code').trim()).toBe('0');
+    expect(log('out')).toMatch(/^Epoch 2\/2 .* val_acc: /m);
   }, 240_000);
 });
 

@@ -15,6 +15,9 @@ import { ExchangeArena } from './optim/kernels.js';
 import { BulkFile, bulkDirectory, SharedState } from '../protocol/bulk.js';
 import { regionMode, sharedMemory } from '../protocol/shm.js';
 
+/** A reply's gradients, then its BN statistics at the next multiple of 8 (frame.ts): a few bytes past the state's size. */
+const REPLY_SLACK = 64;
+
 export interface RunExchange {
   arena: ExchangeArena;
   shared: SharedState;
@@ -32,8 +35,10 @@ export function createExchange(sizes: { totalSize: number; trainableSize: number
   const { totalSize, trainableSize } = sizes;
   const dir = bulkDirectory(4 * totalSize * (workers + 2));
   const arena = ExchangeArena.forRun(totalSize, workers);
-  const shared = new SharedState(BulkFile.create(dir));
-  const replies = Array.from({ length: workers }, () => BulkFile.create(dir));
+  // Every region allocated now (in the temp folder where /dev/shm has no room): a /dev/shm that fills
+  // during the run cannot fail a write that lands in them.
+  const shared = new SharedState(BulkFile.createReserved(dir, 4 * totalSize));
+  const replies = Array.from({ length: workers }, () => BulkFile.createReserved(dir, REPLY_SLACK + 4 * totalSize));
   const map = o.map ?? true;
   // Gradients come first in a reply (gradientsComputed), at offset 0 of its region.
   const slots: [string, number, BulkFile][] = [['weights', totalSize, shared.file], ...replies.map((f, r): [string, number, BulkFile] => [`${r}:grads`, trainableSize, f])];

@@ -110,8 +110,11 @@ export class WorkerHandle implements ReplicaClient {
   constructor(private readonly o: WorkerHandleOptions) {
     this.rank = o.config.rank;
     const dir = bulkDirectory(64 << 20);
-    this.regions = { request: BulkFile.create(dir), reply: o.reply ?? BulkFile.create(dir) };
-    if (o.requestBytes) this.regions.request.reserveAndMap(o.requestBytes);
+    // A request's region holds up to requestBytes (a shard's images), allocated now: mapped where the addon
+    // is built, else written with zeros (bulk.ts createReserved), so a filling /dev/shm cannot fail a shard.
+    const request = o.requestBytes ? BulkFile.createReserved(dir, o.requestBytes) : BulkFile.create(dir);
+    this.regions = { request, reply: o.reply ?? BulkFile.create(dir) };
+    if (o.requestBytes) request.reserveAndMap(o.requestBytes);
     this.shared = o.shared ?? new SharedState(BulkFile.create(dir));
   }
 

@@ -18,7 +18,7 @@
  * are mapped: the coordinator reserves them and maps them inside its exchange arena, the worker maps them
  * at start, and an attachment in a mapped region is a memcpy to write and a view to read.
  */
-import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statfsSync, unlinkSync, writevSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statfsSync, unlinkSync, writeSync, writevSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { BulkSink, BulkSource } from './frame.js';
@@ -60,6 +60,47 @@ export class BulkFile {
     const fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
     unlinkSync(file);
     return new BulkFile(fd, dir);
+  }
+
+  /**
+   * A region in `dir` with its first `bytes` allocated (preallocate), so that no write within them meets a
+   * full disk mid-run; where `dir` has no room for them, in the temp folder instead. Throws OUTPUT, one
+   * line, when neither has: at the start of a run, not at its hundredth step.
+   */
+  static createReserved(dir: string, bytes: number): BulkFile {
+    const file = BulkFile.create(dir);
+    try {
+      file.preallocate(bytes);
+      return file;
+    } catch (e) {
+      file.close();
+      if (path.resolve(dir) === path.resolve(os.tmpdir())) throw e;
+    }
+    const fallback = BulkFile.create(os.tmpdir());
+    try {
+      fallback.preallocate(bytes);
+    } catch (e) {
+      fallback.close();
+      throw e;
+    }
+    return fallback;
+  }
+
+  /**
+   * Writes zeros over the file's first `bytes` where it is shorter: a file system then holds those blocks
+   * (tmpfs its pages), so later writes within them cannot fail for room. Plain writes rather than
+   * posix_fallocate (shm.c's reserve, which the mapped regions use) so that this works without the addon,
+   * and leaves the size as asked: a worker maps only a region reserved in whole pages (mapReserved).
+   */
+  preallocate(bytes: number): void {
+    try {
+      const { size } = fstatSync(this.fd);
+      if (size >= bytes) return;
+      const zeros = Buffer.alloc(Math.min(1 << 20, bytes - size));
+      for (let at = size; at < bytes; ) at += writeSync(this.fd, zeros, 0, Math.min(zeros.length, bytes - at), at);
+    } catch (e) {
+      throw new TrainpoolError('OUTPUT', `could not reserve ${(bytes / 1e6).toFixed(1)} MB for an exchange region in ${this.where}: ${fsCause(e)}`);
+    }
   }
 
   /** Wraps an inherited descriptor (the worker's side). */
