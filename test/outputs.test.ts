@@ -189,6 +189,63 @@ describe.skipIf(!canMount)('a full disk (a small tmpfs in a private mount namesp
   }, 240_000);
 });
 
+describe.skipIf(!canMount)('the output disk failing at the end or mid-run (tmpfs in a private mount namespace)', () => {
+  const log = (name: string) => readFileSync(path.join(dir, name), 'utf8');
+  const errors = (name: string) => log(name).split('\n').filter((l) => l.startsWith('train: error'));
+  function inNamespace(script: string[], env: Record<string, string>) {
+    return spawnSync('unshare', ['-rm', 'sh', '-c', script.join('\n')], { encoding: 'utf8', env: { ...ENV, BIN, LOGS: dir, ...env }, timeout: 240_000 });
+  }
+
+  it('full while the model is exported: one line, no plot, model or .tmp of the run; --resume exports them once there is room', () => {
+    const disk = mkdtempSync(path.join(dir, 'export-'));
+    // Two checkpoints and the history fit in 440 KB; the plot and the model beside them do not.
+    const r = inNamespace([
+      'mount -t tmpfs -o size=440k tmpfs "$DISK" || exit 9',
+      `"$BIN" ${TINY.join(' ')} --epochs 2 --seed 5 --output "$DISK/p.png" > "$LOGS/export.out" 2> "$LOGS/export.err"; echo $? > "$LOGS/export.code"`,
+      'ls -A "$DISK" "$DISK/p.checkpoints" > "$LOGS/export.ls"',
+      'mount -o remount,size=4m "$DISK" && "$BIN" --resume --output "$DISK/p.png" > "$LOGS/export2.out" 2> "$LOGS/export2.err"; echo $? > "$LOGS/export2.code"',
+      'ls -A "$DISK" > "$LOGS/export2.ls"',
+    ], { DISK: disk });
+    expect(r.status).toBe(0);
+    expect(log('export.code').trim()).toBe('1');
+    expect(errors('export.err')).toEqual([
+      expect.stringMatching(new RegExp(`^train: error: could not write the (plot|model) ${escape(disk)}/p\\.(png|model): no space left on the device \\(ENOSPC\\); the last checkpoint, ${escape(disk)}/p\\.checkpoints/epoch-0002-step-000000\\.ckpt, is kept: make room`)),
+    ]);
+    expect(log('export.err')).not.toMatch(/\n\s+at /);
+    expect(log('export.ls').split('\n').filter((l) => l && !l.endsWith(':'))).toEqual(expect.arrayContaining(['p.checkpoints', 'p.history.csv', 'p.history.json']));
+    expect(log('export.ls')).not.toMatch(/p\.png|p\.model|\.tmp|\.lock/);
+    expect(log('export2.code').trim()).toBe('0');
+    expect(log('export2.out')).toContain('resuming after epoch 2 of 2');
+    expect(log('export2.ls').split('\n')).toEqual(expect.arrayContaining(['p.png', 'p.model', 'p.history.json']));
+  }, 240_000);
+
+  it.each([
+    ['made read-only', 'mount -o remount,ro "$DISK"', /could not write the checkpoint .*\/p\.checkpoints\/epoch-0002-step-000000\.ckpt: the file system is read-only \(EROFS\); the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: make room/],
+    ['removed', 'rm -rf "$DISK/p.checkpoints" "$DISK/p.history.json" "$DISK/p.history.csv"', /the checkpoint folder .*\/p\.checkpoints was removed during the run; stopping without writing there; its last checkpoint, .*epoch-0001-step-000000\.ckpt, is gone too$/],
+  ])('the output %s after the first epoch: one line naming the path and the cause, exit 1, no .tmp', (what, act, message) => {
+    const tag = what === 'removed' ? 'gone' : 'ro';
+    const disk = mkdtempSync(path.join(dir, `${tag}-`));
+    const r = inNamespace([
+      'mount -t tmpfs -o size=8m tmpfs "$DISK" || exit 9',
+      // Ten steps an epoch: the folder changes while epoch 2 trains.
+      `"$BIN" ${TINY.slice(0, -4).join(' ')} --limit-train 640 --limit-test 32 --epochs 3 --seed 6 --output "$DISK/p.png" > "$LOGS/${tag}.out" 2> "$LOGS/${tag}.err" &`,
+      'pid=$!',
+      `while ! grep -q '^Epoch 1/3' "$LOGS/${tag}.out"; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done`,
+      'sleep 0.3',
+      act,
+      `wait $pid; echo $? > "$LOGS/${tag}.code"`,
+      `ls -AR "$DISK" > "$LOGS/${tag}.ls"`,
+    ], { DISK: disk });
+    expect(r.status).toBe(0);
+    expect(log(`${tag}.code`).trim()).toBe('1');
+    const lines = errors(`${tag}.err`);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(message);
+    expect(log(`${tag}.err`)).not.toMatch(/\n\s+at /);
+    expect(log(`${tag}.ls`)).not.toMatch(/\.tmp/);
+  }, 240_000);
+});
+
 describe.skipIf(!canMount)('/dev/shm filling during a run (a tmpfs over it in a private mount namespace)', () => {
   // Regions of every size are allocated at the start (zeros without the addon, posix_fallocate with it), so
   // a /dev/shm that fills up after the workers started fails nothing; before, the first validation chunk's

@@ -7,11 +7,11 @@
  * is atomic. A lock whose process is gone (a SIGKILL, a power cut) is stale and taken over; the process is
  * identified by its pid *and* its start time in /proc (a pid the kernel has handed to someone else since is
  * not the holder). Two runs taking over the same stale lock at the same instant both write their own and
- * read it back; the one that finds the other's gives up; `held()` is checked again before every checkpoint,
+ * read it back; the one that finds the other's gives up; `assertHeld()` is checked before every checkpoint,
  * so a run that lost its lock stops there instead of mixing its files with the other's.
  */
 import { randomBytes } from 'node:crypto';
-import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { TrainpoolError } from '../util/errors.js';
@@ -106,12 +106,18 @@ export class OutputLock {
     }
   }
 
-  /** Throws OUTPUT_IN_USE when another run has taken the lock (checked before each checkpoint). */
+  /**
+   * Throws OUTPUT when the lock is no longer this run's (checked before each checkpoint): another run took
+   * it over, or the folder was removed under the run.
+   */
   assertHeld(what: string): void {
     if (this.held()) return;
     const other = readHolder(this.file);
+    if (!other && !existsSync(path.dirname(this.file))) {
+      throw new TrainpoolError('OUTPUT', `the checkpoint folder ${path.dirname(this.file)} was removed during the run; stopping without writing there`);
+    }
     throw new TrainpoolError(
-      'OUTPUT_IN_USE',
+      'OUTPUT',
       `${what} is no longer this run's: ${other ? `${this.file} now names ${describeHolder(other)}` : `${this.file} was removed`}; stopping without writing there`,
     );
   }

@@ -3,6 +3,7 @@
  * pool and one supervised worker process per GPU (or CPU worker), train with a checkpoint after every
  * epoch, and write the history, plot and model. Only this process logs, plots and checkpoints.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULTS, publicConfig, shapingConfig, type Gpu, type ResolvedConfig } from '../config/config.js';
@@ -212,7 +213,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
 /** `e` with the newest checkpoint of the run named (or its absence), and what to do next. */
 function withCheckpoint(e: unknown, file: string | null, next?: string): unknown {
   if (!(e instanceof TrainpoolError)) return e;
-  const where = file ? `the last checkpoint, ${file}, is kept${next ? `: ${next}` : ''}` : 'no checkpoint was written yet';
+  const where = !file ? 'no checkpoint was written yet' : existsSync(file) ? `the last checkpoint, ${file}, is kept${next ? `: ${next}` : ''}` : `its last checkpoint, ${file}, is gone too`;
   return new TrainpoolError(e.code, `${e.message}; ${where}`);
 }
 
