@@ -212,11 +212,14 @@ describe('listCheckpoints', () => {
   it('lists only finished checkpoints, newest first: not temporary files, other names or folders', () => {
     const d = mkdtempSync(path.join(tmpdir(), 'trainpool-list-'));
     try {
-      for (const name of ['epoch-0002-step-000000.ckpt', 'epoch-0001-step-000040.ckpt', 'epoch-0002-step-000010.ckpt', '.epoch-0003-step-000000.ckpt.123.tmp', 'epoch-0003-step-000000.ckpt.bak', 'notes-epoch-0004-step-000000.ckpt', 'epoch-3-step-0.ckpt']) {
+      for (const name of ['epoch-0002-step-000000.ckpt', 'epoch-0001-step-000040.ckpt', 'epoch-0002-step-000010.ckpt', '.epoch-0003-step-000000.ckpt.123.tmp', 'epoch-0003-step-000000.ckpt.123.tmp', 'epoch-0003-step-000000.ckpt.bak', 'notes-epoch-0004-step-000000.ckpt', 'epoch-3-step-0.ckpt']) {
         writeFileSync(path.join(d, name), '');
       }
       expect(listCheckpoints(d)).toEqual(['epoch-0002-step-000010.ckpt', 'epoch-0002-step-000000.ckpt', 'epoch-0001-step-000040.ckpt']);
       expect(listCheckpoints(path.join(d, 'missing'))).toEqual([]);
+      // A folder that exists but cannot be read is not "no checkpoint" (EACCES cannot be had as root: ENOTDIR).
+      const under = path.join(d, 'epoch-0002-step-000000.ckpt', 'sub');
+      expect(() => listCheckpoints(under)).toThrow(`cannot read the checkpoint folder ${under}: a part of the path is not a folder (ENOTDIR)`);
     } finally {
       rmSync(d, { recursive: true, force: true });
     }

@@ -130,6 +130,14 @@ describe('bin/train checks what it will write before it starts (one line, status
     expect(files(at)).toEqual(before);
   });
 
+  it('a run that diverges before its first checkpoint says there is none, not that the last is kept', () => {
+    const r = spawnSync(BIN, [...TINY, '--epochs', '2', '--output', path.join(at, 'nan', 'p.png')], { encoding: 'utf8', env: { ...ENV, TRAINPOOL_CHAOS: 'nan-grad=0:1' }, timeout: 60_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('train:'))).toEqual([
+      'train: error: the weight update became NaN or infinite at epoch 1, step 1: training stopped (TerminateOnNaN); no checkpoint was written yet',
+    ]);
+  }, 60_000);
+
   it('warns about an option given twice and uses the last', () => {
     const r = train([...TINY, '--epochs', '3', '--epochs=1', '--output', path.join(at, 'twice', 'p.png')]);
     expect(r.code).toBe(0);
@@ -217,6 +225,23 @@ describe.skipIf(!canMount)('the output disk failing at the end or mid-run (tmpfs
     expect(log('export2.code').trim()).toBe('0');
     expect(log('export2.out')).toContain('resuming after epoch 2 of 2');
     expect(log('export2.ls').split('\n')).toEqual(expect.arrayContaining(['p.png', 'p.model', 'p.history.json']));
+  }, 240_000);
+
+  it('a log file whose disk fills: said once on stderr, and the run goes on to the end', () => {
+    const disk = mkdtempSync(path.join(dir, 'log-'));
+    const out = path.join(dir, 'logged', 'p.png');
+    const r = inNamespace([
+      'mount -t tmpfs -o size=64k tmpfs "$DISK" || exit 9',
+      `"$BIN" ${TINY.join(' ')} --epochs 12 --seed 7 --log-level trace --log-file "$DISK/run.log" --output "$OUT" > "$LOGS/log.out" 2> "$LOGS/log.err" &`,
+      'pid=$!',
+      `while ! grep -q '^Epoch 1/12' "$LOGS/log.out"; do kill -0 $pid 2>/dev/null || break; sleep 0.05; done`,
+      'dd if=/dev/zero of="$DISK/fill" bs=1k 2>/dev/null',
+      'wait $pid; echo $? > "$LOGS/log.code"',
+    ], { DISK: disk, OUT: out });
+    expect(r.status).toBe(0);
+    expect(log('log.err')).toBe(`train: warning: the log file ${disk}/run.log could not be written: no space left on the device (ENOSPC); log lines are lost from here on\n`);
+    expect(log('log.code').trim()).toBe('0');
+    expect(log('log.out')).toMatch(/^Epoch 12\/12 /m);
   }, 240_000);
 
   it.each([

@@ -88,7 +88,7 @@ function logDestination(file: string | null, io: TrainIO): pino.DestinationStrea
   }
   let said = false;
   dest.on('error', (e: unknown) => {
-    if (!said) io.warn(`the log file ${file} could not be written (${fsCause(e)}): log lines are lost from here`);
+    if (!said) io.warn(`the log file ${file} could not be written: ${fsCause(e)}; log lines are lost from here on`);
     said = true;
   });
   return dest;
