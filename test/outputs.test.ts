@@ -89,6 +89,12 @@ describe('a run owns its output', () => {
     expect(json.epochs.map((e: { epoch: number }) => e.epoch)).toEqual([1, 2, 3]);
     expect(readCheckpoint(path.join(ckdir, 'epoch-0003-step-000000.ckpt')).runId).toBe(runId);
     expect(readdirSync(ckdir)).not.toContain(LOCK_NAME); // taken over, then released
+
+    // A history of another run beside these checkpoints (copied in by hand): --resume refuses to mix them.
+    writeFileSync(history, JSON.stringify({ ...json, config: { ...json.config, run_id: 'aaaaaaaaaaaa' } }));
+    const mixed = train(['--resume', '--output', out]);
+    expect(mixed.code).toBe(1);
+    expect(mixed.stderr).toBe(`train: error: --resume: ${path.join(ckdir, 'epoch-0003-step-000000.ckpt')} is run ${runId}'s but the history ${history} is run aaaaaaaaaaaa's; move one of them away or start afresh with --overwrite\n`);
   }, 120_000);
 
   it('refuses a second run on an output in use at once, naming the first, which finishes untouched', async () => {

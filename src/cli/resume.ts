@@ -8,6 +8,17 @@
 import { flagOf, SHAPING_KEYS, UsageError, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import { newestValidCheckpoint, type NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { TrainpoolError } from '../util/errors.js';
+import { readFileSync } from 'node:fs';
+
+/** The run id in a history JSON (run.ts writes it into its config), or undefined (none, unreadable, older). */
+function historyRunId(file: string): string | undefined {
+  try {
+    const id = (JSON.parse(readFileSync(file, 'utf8')) as { config?: { run_id?: unknown } }).config?.run_id;
+    return typeof id === 'string' ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface Resumption {
   config: ResolvedConfig;
@@ -19,6 +30,13 @@ export function resolveResume(config: ResolvedConfig, label: (key: OptionKey) =>
   const dir = config.outputs!.checkpointDir;
   const checkpoint = newestValidCheckpoint(dir);
   if (!checkpoint) throw new TrainpoolError('CHECKPOINT', `--resume found no checkpoint in ${dir}; run without --resume to start afresh`);
+  const theirs = historyRunId(config.outputs!.historyJson);
+  const mine = checkpoint.data.runId;
+  if (theirs !== undefined && mine !== undefined && theirs !== mine) {
+    // Files of two runs at one output (copied there by hand: a run refuses to start on another's): resuming
+    // would write one run's epochs into the other's history.
+    throw new TrainpoolError('CHECKPOINT', `--resume: ${checkpoint.file} is run ${mine}'s but the history ${config.outputs!.historyJson} is run ${theirs}'s; move one of them away or start afresh with --overwrite`);
+  }
   const saved = checkpoint.data.config;
   const merged: Record<string, unknown> = { ...config };
   const conflicts: string[] = [];
