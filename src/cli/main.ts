@@ -14,14 +14,13 @@
  * 130 interrupted (SIGINT/SIGTERM).
  */
 import { DATASET_SHAPES } from '../data/dataset.js';
-import { setupBackend } from '../engine/backend.js';
-import { buildModel } from '../model/minigooglenet.js';
-import { summary } from '../model/summary.js';
 import { isTrainpoolError } from '../util/errors.js';
 import { discoverGpus } from './gpus.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { helpText, parseArgs, repeatedOptions } from './options.js';
-import { prepareRun, trainPrepared, type PreparedRun } from './start.js';
+// tfjs, the backends and the training loop load only once the options are good: a mistyped option is
+// answered in a fraction of a second (start.js and the model modules load tfjs).
+import type { PreparedRun } from './start.js';
 
 export async function main(argv: string[]): Promise<number> {
   let config: ResolvedConfig | 'help';
@@ -37,6 +36,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const line of repeatedOptions(argv)) process.stderr.write(`train: warning: ${line}\n`);
   try {
     if (config.summary) return await printSummary(config);
+    const { prepareRun } = await import('./start.js');
     return await run(await prepareRun(config));
   } catch (e) {
     return fail(e);
@@ -44,6 +44,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function printSummary(config: ResolvedConfig): Promise<number> {
+  const [{ setupBackend }, { buildModel }, { summary }] = await Promise.all([import('../engine/backend.js'), import('../model/minigooglenet.js'), import('../model/summary.js')]);
   const backend = await setupBackend('cpu');
   const shape = DATASET_SHAPES[config.dataset];
   const model = buildModel({ name: config.model, ...shape, seed: config.seed });
@@ -74,6 +75,7 @@ async function run(prepared: PreparedRun): Promise<number> {
   };
   process.stdout.on('error', onError('stdout'));
   process.stderr.on('error', onError('stderr'));
+  const { trainPrepared } = await import('./start.js');
   try {
     const result = await trainPrepared(prepared, {
       out: (line) => gone.stdout || process.stdout.write(`${line}\n`),

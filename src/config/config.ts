@@ -6,8 +6,8 @@
  * of the code trusts without re-checking (piscina's Options → filled options with one defaults constant).
  */
 import { DATASET_NAMES, type DatasetName } from '../data/dataset.js';
-import { BACKEND_NAMES, type BackendName } from '../engine/backend.js';
-import { MODEL_NAMES, type ModelName } from '../model/minigooglenet.js';
+import { BACKEND_NAMES, type BackendName } from '../engine/names.js';
+import { MODEL_NAMES, type ModelName } from '../model/names.js';
 import { TrainpoolError } from '../util/errors.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -13,9 +13,9 @@ import { isTrainpoolError, TrainpoolError } from '../util/errors.js';
 import { adapterName, describeAdapter, isSoftware, listAdapters, noAdapterError, type AdapterListing, type DawnModule } from './webgpu-adapters.js';
 import { PROJECT_KERNELS, WEBGPU_FORWARD_KERNELS, registerProjectGradients, registerProjectKernels, unregisterProjectKernels } from './registry.js';
 import { provideNavigatorGpu } from './tfjs-internals.js';
+import { BACKEND_NAMES, type BackendName } from './names.js';
 
-export type BackendName = 'auto' | 'webgpu' | 'tensorflow' | 'wasm' | 'cpu';
-export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
+export { BACKEND_NAMES, type BackendName };
 
 export interface BackendHandle {
   /** The backend in use (never 'auto'). */

@@ -11,9 +11,9 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { setDropoutLayerSeed } from '../engine/tfjs-internals.js';
 import { mixSeed } from '../util/random.js';
+import { MODEL_NAMES, type ModelName } from './names.js';
 
-export type ModelName = 'minigooglenet' | 'tiny';
-export const MODEL_NAMES: readonly ModelName[] = ['minigooglenet', 'tiny'];
+export { MODEL_NAMES, type ModelName };
 
 export interface ModelSpec {
   name: ModelName;
