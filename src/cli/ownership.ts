@@ -7,10 +7,10 @@
  * folders it created for its checks behind.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError, type OutputPaths, type ResolvedConfig } from '../config/config.js';
-import { listCheckpoints } from '../coordinator/checkpoint.js';
+import { listCheckpoints, removeUnfinishedCheckpoints } from '../coordinator/checkpoint.js';
 import { OutputLock } from '../coordinator/output-lock.js';
 import { TrainpoolError } from '../util/errors.js';
 import { fsCause } from '../util/files.js';
@@ -59,9 +59,9 @@ export function claimOutput(config: ResolvedConfig): OutputClaim {
     created.push(assertWritableDir('--checkpoint-dir', outputs.checkpointDir));
     if (config.logFile) created.push(assertWritableDir('--log-file', path.dirname(config.logFile)));
     const runId = randomBytes(6).toString('hex');
-    lock = OutputLock.acquire(outputs.checkpointDir, `--output ${outputs.png}`);
-    const taken = lock;
-    removeLeftovers(outputs.checkpointDir);
+    const taken = OutputLock.acquire(outputs.checkpointDir, `--output ${outputs.png}`);
+    lock = taken;
+    removeUnfinishedCheckpoints(outputs.checkpointDir);
     return {
       runId,
       lock: taken,
@@ -111,12 +111,4 @@ function checkKinds(outputs: OutputPaths, logFile: string | null): void {
 export function otherRunFiles(outputs: OutputPaths): string[] {
   const found = [outputs.png, outputs.historyJson, outputs.historyCsv, outputs.modelDir].filter((p) => existsSync(p));
   return [...listCheckpoints(outputs.checkpointDir).map((n) => path.join(outputs.checkpointDir, n)), ...found];
-}
-
-/**
- * Checkpoints a killed run was writing (temporary names): never anyone's to resume, and with the lock
- * held no live run's.
- */
-function removeLeftovers(dir: string): void {
-  for (const n of readdirSync(dir)) if (/^epoch-\d{4}-step-\d{6}\.ckpt\.\d+\.tmp$/.test(n)) rmSync(path.join(dir, n), { force: true });
 }

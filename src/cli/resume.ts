@@ -5,10 +5,10 @@
  * default takes the checkpoint's value (so `bin/train --resume --output <same png>` continues the run,
  * including its seed, which by default is drawn at random).
  */
+import { readFileSync } from 'node:fs';
 import { flagOf, SHAPING_KEYS, UsageError, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import { newestValidCheckpoint, type NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { TrainpoolError } from '../util/errors.js';
-import { readFileSync } from 'node:fs';
 
 /** The run id in a history JSON (run.ts writes it into its config), or undefined (none, unreadable, older). */
 function historyRunId(file: string): string | undefined {

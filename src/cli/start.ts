@@ -7,7 +7,7 @@
 import pino from 'pino';
 import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
-import type { CheckpointData } from '../coordinator/checkpoint.js';
+import type { NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
 import type { OutputLock } from '../coordinator/output-lock.js';
 import { claimOutput } from './ownership.js';
@@ -17,11 +17,8 @@ import { resolveResume } from './resume.js';
 export interface PreparedRun {
   /** The configuration, with a resumed run's options taken from its checkpoint. */
   config: ResolvedConfig;
-  checkpoint: CheckpointData | null;
-  /** Its file. */
-  checkpointFile: string | null;
-  /** Newer checkpoints that --resume skipped, each with the reason. */
-  skipped: string[];
+  /** The checkpoint --resume continues from (its file, data and the newer ones it skipped), or null. */
+  resumed: NewestCheckpoint | null;
   /** The run's id: new, or the resumed checkpoint's (checkpoint.ts). */
   runId: string;
   /** The output's lock, held until trainPrepared returns (coordinator/output-lock.ts). */
@@ -35,7 +32,7 @@ export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey)
   try {
     const resume = config.resume ? resolveResume(config, label) : null;
     if (!resume) claim.checkFresh();
-    const prepared = { config: resume?.config ?? config, checkpoint: resume?.checkpoint.data ?? null, checkpointFile: resume?.checkpoint.file ?? null, skipped: resume?.checkpoint.skipped ?? [] };
+    const prepared = { config: resume?.config ?? config, resumed: resume?.checkpoint ?? null };
     await preflight(prepared.config);
     // Only now that the run will start: --overwrite never removes a run's files for a run that is refused.
     if (config.overwrite) claim.clearOtherRun();
@@ -60,11 +57,11 @@ export async function trainPrepared(run: PreparedRun, io: TrainIO): Promise<RunR
   try {
     const logger = pino({ level: config.logLevel, base: { pid: process.pid } }, logDestination(config.logFile, io));
     try {
-      for (const why of run.skipped) {
+      for (const why of run.resumed?.skipped ?? []) {
         io.warn(`skipped ${why}`);
         logger.warn({ skipped: why }, 'checkpoint skipped');
       }
-      return await runTraining(config, { out: io.out, warn: io.warn, logger, stopRequested: io.stopRequested, runId: run.runId, lock: run.lock, resumedFrom: run.checkpointFile ?? undefined }, run.checkpoint);
+      return await runTraining(config, { out: io.out, warn: io.warn, logger, stopRequested: io.stopRequested, runId: run.runId, lock: run.lock, resumedFrom: run.resumed?.file }, run.resumed?.data ?? null);
     } finally {
       logger.flush();
     }

@@ -125,7 +125,7 @@ export interface OptionSpec {
 
 const D = DEFAULTS;
 /** The longest delay a Node timer holds, in whole seconds (2^31 − 1 ms). */
-export const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
+const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
 
 /** An option's range as --help and the README show it, or '' for options without one. */
 export function rangeOf(rule: Rule): string {

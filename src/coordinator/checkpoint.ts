@@ -113,7 +113,21 @@ export function listCheckpoints(dir: string): string[] {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new TrainpoolError('CHECKPOINT', `cannot read the checkpoint folder ${dir}: ${fsCause(e)}`);
   }
-  return names.filter((n) => /^epoch-\d{4}-step-\d{6}\.ckpt$/.test(n)).sort().reverse();
+  return names.filter((n) => CHECKPOINT_NAME.test(n)).sort().reverse();
+}
+
+const CHECKPOINT_NAME = /^epoch-\d{4}-step-\d{6}\.ckpt$/;
+
+/**
+ * Removes the checkpoints a killed run was writing (their temporary names, util/files.ts): never anyone's
+ * to resume. Only for the holder of the folder's lock, so that no live run is writing them.
+ */
+export function removeUnfinishedCheckpoints(dir: string): void {
+  for (const n of readdirSync(dir)) {
+    // writeFileAtomic's temporary name: `<file>.<pid>.tmp`.
+    const finished = n.replace(/\.\d+\.tmp$/, '');
+    if (finished !== n && CHECKPOINT_NAME.test(finished)) rmSync(path.join(dir, n), { force: true });
+  }
 }
 
 /** Reads and verifies one checkpoint; throws CHECKPOINT naming the file and what is wrong with it. */

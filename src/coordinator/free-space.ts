@@ -4,7 +4,7 @@
  * replaces the old) and the plot. Too little for one checkpoint and one model is refused then and there;
  * less than the whole is a warning, since other files may come and go during a long run.
  */
-import { statfsSync } from 'node:fs';
+import { statfsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { UsageError, type OutputPaths } from '../config/config.js';
 
@@ -27,7 +27,7 @@ export function checkFreeSpace(outputs: OutputPaths, sizes: { checkpointBytes: n
     { dir: path.dirname(outputs.modelDir), least: modelBytes, whole: 2 * modelBytes + 1e6, what: 'the model and plot' },
   ];
   // Both on one file system: they share its room.
-  const same = free(folders[0].dir) !== null && sameDevice(folders[0].dir, folders[1].dir);
+  const same = sameDevice(folders[0].dir, folders[1].dir);
   const need = same ? [{ ...folders[0], least: checkpointBytes + modelBytes, whole: folders[0].whole + folders[1].whole, what: 'checkpoints, the model and plot' }] : folders;
   for (const f of need) {
     const room = free(f.dir);
@@ -41,10 +41,7 @@ export function checkFreeSpace(outputs: OutputPaths, sizes: { checkpointBytes: n
 
 function sameDevice(a: string, b: string): boolean {
   try {
-    const sa = statfsSync(a);
-    const sb = statfsSync(b);
-    // statfs has no device id: the same totals and type are the same file system in practice.
-    return sa.type === sb.type && sa.blocks === sb.blocks && sa.bsize === sb.bsize;
+    return statSync(a).dev === statSync(b).dev;
   } catch {
     return false;
   }

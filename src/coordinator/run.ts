@@ -70,13 +70,13 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   if (resume && resume.layoutHash !== master.layoutHash) {
     throw new TrainpoolError('CHECKPOINT', `--resume: the checkpoint's weight layout ${resume.layoutHash} does not match this model's ${master.layoutHash}`);
   }
+  const totalSize = master.layout.totalSize;
   // Before any worker starts: a disk without room for a checkpoint fails now, not after the first epoch.
-  checkFreeSpace(outputs, { checkpointBytes: 4 * (2 * master.layout.totalSize + mean.length), modelBytes: 4 * (master.layout.totalSize + mean.length) }, (line) => {
+  checkFreeSpace(outputs, { checkpointBytes: 4 * (2 * totalSize + mean.length), modelBytes: 4 * (totalSize + mean.length) }, (line) => {
     io.warn?.(line);
     io.logger.warn({ outputs }, line);
   });
   const pool = new AugmentPool({ threads: config.augmentThreads, ...poolSource(data), mean, height: data.height, width: data.width, depth: data.depth });
-  const totalSize = master.layout.totalSize;
   const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
   // The weights, the velocity and every rank's gradients, in the memory the exchange's kernels work in,
   // with the regions the workers read and write mapped there where the addon allows (exchange.ts).

@@ -60,9 +60,8 @@ export function replaceFolder(from: string, to: string): void {
 
 /** model.json, weights.bin and mean.bin in `dir` (made afresh). */
 export async function writeModelFiles(dir: string, model: tfl.LayersModel, meta: ExportMetadata): Promise<void> {
-  const tmp = dir;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
   await model.save(
     tf.io.withSaveHandler(async (artifacts) => {
       const weightData = tf.io.CompositeArrayBuffer.join(artifacts.weightData);
@@ -81,9 +80,9 @@ export async function writeModelFiles(dir: string, model: tfl.LayersModel, meta:
         weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
         userDefinedMetadata: { trainpool },
       };
-      writeFileSync(path.join(tmp, 'model.json'), JSON.stringify(json));
-      writeFileSync(path.join(tmp, 'weights.bin'), new Uint8Array(weightData));
-      writeFileSync(path.join(tmp, 'mean.bin'), new Uint8Array(meta.mean.buffer, meta.mean.byteOffset, meta.mean.byteLength));
+      writeFileSync(path.join(dir, 'model.json'), JSON.stringify(json));
+      writeFileSync(path.join(dir, 'weights.bin'), new Uint8Array(weightData));
+      writeFileSync(path.join(dir, 'mean.bin'), new Uint8Array(meta.mean.buffer, meta.mean.byteOffset, meta.mean.byteLength));
       return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON', weightDataBytes: weightData.byteLength } };
     }),
   );

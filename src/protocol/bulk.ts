@@ -68,22 +68,18 @@ export class BulkFile {
    * line, when neither has: at the start of a run, not at its hundredth step.
    */
   static createReserved(dir: string, bytes: number): BulkFile {
-    const file = BulkFile.create(dir);
-    try {
-      file.preallocate(bytes);
-      return file;
-    } catch (e) {
-      file.close();
-      if (path.resolve(dir) === path.resolve(os.tmpdir())) throw e;
+    const dirs = path.resolve(dir) === path.resolve(os.tmpdir()) ? [dir] : [dir, os.tmpdir()];
+    for (const [i, d] of dirs.entries()) {
+      const file = BulkFile.create(d);
+      try {
+        file.preallocate(bytes);
+        return file;
+      } catch (e) {
+        file.close();
+        if (i === dirs.length - 1) throw e;
+      }
     }
-    const fallback = BulkFile.create(os.tmpdir());
-    try {
-      fallback.preallocate(bytes);
-    } catch (e) {
-      fallback.close();
-      throw e;
-    }
-    return fallback;
+    throw new Error('createReserved: no folder tried: this is a bug');
   }
 
   /**
