@@ -2,7 +2,7 @@
  * Training-step speed of one backend in this process: MiniGoogLeNet (or tiny), forward in training mode
  * plus gradients, as a worker computes them.
  *
- *   npm run bench:engine -- --backend wasm --batch 64 --steps 5 [--model minigooglenet] [--out file.json]
+ *   npm run bench:engine -- --backend wasm --batch 64 --steps 5 [--model minigooglenet] [--depth 3] [--out file.json]
  *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels stock   # tfjs' own kernels only
  *   npm run bench:engine -- --backend webgpu --batch 64 --steps 20 --kernels project-forward   # + the project's forward convolution
  *
@@ -95,16 +95,19 @@ export interface EngineOptions {
   steps: number;
   model: ModelName;
   kernels: KernelSet;
+  /** Image channels: 3 for CIFAR-10, 1 for Fashion-MNIST (whose first convolution is then cheaper). */
+  depth?: number;
 }
 
 export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
   const handle = await setupBackend(o.backend, { kernels: o.kernels });
-  const spec = { name: o.model, width: 32, height: 32, depth: 3, classes: 10, seed: 1 };
+  const depth = o.depth ?? 3;
+  const spec = { name: o.model, width: 32, height: 32, depth, classes: 10, seed: 1 };
   // The eager measurements first, on a replica that never replays; the replayed ones on one that does.
   const replica = new Replica(spec, { replay: false });
   try {
     const rng = new Rng(7);
-    const x = Float32Array.from({ length: o.batch * 32 * 32 * 3 }, () => rng.uniform(-120, 120));
+    const x = Float32Array.from({ length: o.batch * 32 * 32 * depth }, () => rng.uniform(-120, 120));
     const labels = Uint8Array.from({ length: o.batch }, (_, i) => i % 10);
     await replica.computeGradients({ x, labels }, 0); // warm-up: compilation, allocation
     let dispatchesPerStep: number | null = null;
@@ -256,6 +259,7 @@ async function cli(): Promise<void> {
       steps: { type: 'string', default: '5' },
       model: { type: 'string', default: 'minigooglenet' },
       kernels: { type: 'string', default: 'project' },
+      depth: { type: 'string', default: '3' },
       out: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
@@ -269,6 +273,7 @@ async function cli(): Promise<void> {
     batch: Number(values.batch),
     steps: Number(values.steps),
     model: values.model as ModelName,
+    depth: Number(values.depth),
   });
   if (values.out) writeFileSync(values.out, `${JSON.stringify(r, null, 2)}\n`);
   if (values.json) {

@@ -14,7 +14,7 @@
 import type { BackendName } from './engine/backend.js';
 import { discoverGpus } from './cli/gpus.js';
 import { prepareRun, trainPrepared } from './cli/start.js';
-import { OPTIONS, UsageError, type LogLevel, type OptionKey } from './config/config.js';
+import { OPTIONS, UsageError, type LogLevel, type OptionKey, type PresetName } from './config/config.js';
 import { resolveConfig, type RawOptions } from './config/resolve.js';
 import type { EpochRecord } from './coordinator/trainer.js';
 import type { DatasetName } from './data/dataset.js';
@@ -59,6 +59,10 @@ export interface TrainOptions {
   overwrite?: boolean;
   /** Seconds a worker may take for one step. */
   stepTimeout?: number;
+  /** Recompute the BN statistics from this many training batches before each validation (true: 200). */
+  preciseBn?: number | boolean;
+  /** Fill the options not given from a named set (config.ts PRESETS). */
+  preset?: PresetName;
   logLevel?: LogLevel;
   logFile?: string;
 }

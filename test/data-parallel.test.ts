@@ -84,6 +84,9 @@ class Recording implements ReplicaClient {
   evaluate(shard: Parameters<ReplicaClient['evaluate']>[0], s: VersionedState) {
     return this.inner.evaluate(shard, s);
   }
+  batchStatistics(shard: Parameters<ReplicaClient['batchStatistics']>[0], s: VersionedState) {
+    return this.inner.batchStatistics(shard, s);
+  }
   close() {
     return this.inner.close();
   }

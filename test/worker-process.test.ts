@@ -6,7 +6,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { Channel } from '../src/protocol/channel.js';
-import type { WorkerConfig } from '../src/protocol/messages.js';
+import { PROTOCOL_VERSION, type WorkerConfig } from '../src/protocol/messages.js';
 import { waitGone } from './helpers/process.js';
 
 const fake = (o: Partial<WorkerConfig> = {}): WorkerConfig => ({
@@ -37,7 +37,7 @@ describe('worker process', () => {
   it('completes the handshake and answers requests, with weights sent only when they changed', async () => {
     const w = make(fake());
     const ready = await w.start();
-    expect(ready).toMatchObject({ type: 'ready', rank: 0, protocolVersion: 2, layoutHash: 'fake' });
+    expect(ready).toMatchObject({ type: 'ready', rank: 0, protocolVersion: PROTOCOL_VERSION, layoutHash: 'fake' });
     expect(w.state).toBe('ready');
     // Fake gradients are (mean(x) + state[0]) · (i + 1) · 1e-6: mean 1, state[0] = version.
     const a = await w.computeGradients(shard, state(1));
@@ -97,7 +97,7 @@ describe('worker process', () => {
     const channel = new Channel(child.stdio[3] as net.Socket, { message: (m) => messages.push(m), close: () => {} });
     await channel.send({ type: 'init', protocolVersion: 999, config: fake() });
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-    expect(messages[0]).toMatchObject({ type: 'failed', code: 'PROTOCOL', message: "protocol version must be 2 (this worker's). Received: 999" });
+    expect(messages[0]).toMatchObject({ type: 'failed', code: 'PROTOCOL', message: `protocol version must be ${PROTOCOL_VERSION} (this worker's). Received: 999` });
     expect(code).toBe(1);
   });
 

@@ -1,10 +1,10 @@
 /**
  * Everything that can be checked before any slow work starts (workers, downloads, the first epoch):
  * the data set present and well-formed (headers and sizes only), the plot's renderer, the training set
- * large enough for one global batch. A run never fails at its end for
+ * large enough for one global batch (and for --precise-bn's batches). A run never fails at its end for
  * something checkable at its start.
  */
-import { stepsPerEpoch } from '../coordinator/plan.js';
+import { checkStatisticsBatches, stepsPerEpoch } from '../coordinator/plan.js';
 import { renderPlot } from '../coordinator/report/plot.js';
 import { checkDataset, type DatasetCheck } from '../data/load.js';
 import { tensorflowPackage } from '../engine/backend.js';
@@ -27,6 +27,13 @@ export async function preflight(config: ResolvedConfig): Promise<DatasetCheck> {
     throw new UsageError(
       `--batch-size ${config.batchSize} × ${config.workers} workers = ${globalBatch} images per step is more than the ${data.trainCount} training images`,
     );
+  }
+  if (config.preciseBn > 0) {
+    try {
+      checkStatisticsBatches({ trainCount: data.trainCount, batchSize: config.batchSize }, config.preciseBn);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
   }
   return data;
 }

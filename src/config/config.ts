@@ -54,6 +54,8 @@ export const DEFAULTS = {
   evalChunk: 500,
   /** How many steps ahead the augmentation pool works. */
   prefetchSteps: 2,
+  /** --precise-bn without a number: fvcore's and Detectron2's PreciseBN default (NUM_ITER 200). */
+  preciseBnBatches: 200,
 } as const;
 
 export interface OutputPaths {
@@ -95,6 +97,10 @@ export interface ResolvedConfig {
   overwrite: boolean;
   /** The options given explicitly (their OPTIONS keys), as opposed to defaults. */
   explicit: OptionKey[];
+  /** --precise-bn: training batches the BN statistics are recomputed from before each validation; 0: off. */
+  preciseBn: number;
+  /** The --preset that filled the options not given, or null. */
+  preset: PresetName | null;
   /** Per-step worker deadline in ms (the first step gets `firstStepTimeoutMs`). */
   stepTimeoutMs: number;
   firstStepTimeoutMs: number;
@@ -102,6 +108,8 @@ export interface ResolvedConfig {
 
 export type Rule =
   | { kind: 'integer'; min: number; max?: number }
+  /** An integer that may be left out after the flag: `--precise-bn` alone means `bare`. */
+  | { kind: 'optionalInteger'; min: number; max: number; bare: number }
   | { kind: 'positive'; max?: number }
   | { kind: 'fraction' }
   | { kind: 'choice'; values: readonly string[] }
@@ -124,16 +132,39 @@ export interface OptionSpec {
 }
 
 const D = DEFAULTS;
+
+/** A preset's values as options: `--dataset fashion-mnist --model small …`. */
+export function presetSummary(name: PresetName): string {
+  return Object.entries(PRESETS[name].values)
+    .map(([key, v]) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}${v === true ? '' : ` ${String(v)}`}`)
+    .join(' ');
+}
 /** The longest delay a Node timer holds, in whole seconds (2^31 − 1 ms). */
 const MAX_TIMER_S = Math.floor((2 ** 31 - 1) / 1000);
 
 /** An option's range as --help and the README show it, or '' for options without one. */
 export function rangeOf(rule: Rule): string {
   if (rule.kind === 'integer') return rule.max === undefined ? `integer ≥ ${rule.min}` : `integer ${rule.min}–${rule.max}`;
+  if (rule.kind === 'optionalInteger') return `integer ${rule.min}–${rule.max}; alone: ${rule.bare}`;
   if (rule.kind === 'positive') return rule.max === undefined ? 'number > 0' : `number in (0, ${rule.max}]`;
   if (rule.kind === 'fraction') return 'number in [0, 1)';
   return '';
 }
+
+export const PRESET_NAMES = ['quick'] as const;
+export type PresetName = (typeof PRESET_NAMES)[number];
+
+/**
+ * Named sets of option values, for what a newcomer runs first. Options given explicitly win over a
+ * preset's. `quick` is a demonstration that a model learns on real data in minutes on two CPU cores;
+ * it is not the tutorial's recipe (MiniGoogLeNet on CIFAR-10 for 70 epochs, the defaults).
+ */
+export const PRESETS: Record<PresetName, { title: string; values: Partial<Record<OptionKey, string | number | boolean>> }> = {
+  quick: {
+    title: 'a quick demonstration on Fashion-MNIST (the small model on two CPU workers, a few minutes), not the tutorial\'s recipe',
+    values: { dataset: 'fashion-mnist', model: 'tiny', gpus: 0, workers: 2, epochs: 3, lr: 0.05, batchSize: 64, limitTrain: 15000, preciseBn: 32 },
+  },
+};
 
 /** Every option, in --help order; the key is commander's attribute name, the library's option name, and the config's key where they coincide. */
 export const OPTIONS = {
@@ -233,6 +264,19 @@ export const OPTIONS = {
     rule: { kind: 'integer', min: 0 },
     shapesTraining: true,
     show: (c) => ({ limit_test: c.limitTest }),
+  },
+  preciseBn: {
+    flag: '--precise-bn [batches]',
+    help: "before each validation, recompute BatchNormalization's statistics from this many training batches under the current weights (fvcore's PreciseBN; off: Keras' moving averages)",
+    rule: { kind: 'optionalInteger', min: 1, max: 100_000, bare: D.preciseBnBatches },
+    shapesTraining: true,
+    show: (c) => ({ precise_bn: c.preciseBn }),
+  },
+  preset: {
+    flag: '--preset <name>',
+    help: `fill the options not given from a named set: ${PRESET_NAMES.map((n) => `${n} (${presetSummary(n)})`).join('; ')}`,
+    rule: { kind: 'choice', values: PRESET_NAMES },
+    show: (c) => ({ preset: c.preset }),
   },
   summary: { flag: '--summary', help: 'print the model summary and exit', rule: { kind: 'flag' }, cliOnly: true },
   scaleLr: {

@@ -15,6 +15,8 @@ import {
   rangeOf,
   OPTION_KEYS,
   OPTIONS,
+  PRESETS,
+  type PresetName,
   UsageError,
   type Gpu,
   type LogLevel,
@@ -41,7 +43,11 @@ export interface ConfigSource {
 /** Checks every rule and fills every default; throws UsageError naming the option, the rule and the value. */
 export function resolveConfig({ raw, label, gpusFound }: ConfigSource): ResolvedConfig {
   const given = (k: OptionKey) => raw[k] !== undefined;
-  const value = <K extends OptionKey>(k: K): unknown => (given(k) ? raw[k] : spec(k).default);
+  const presetName = given('preset') ? oneOf<PresetName>(label('preset'), raw.preset, Object.keys(PRESETS) as PresetName[]) : null;
+  const preset: Partial<Record<OptionKey, unknown>> = presetName ? PRESETS[presetName].values : {};
+  // Given explicitly, or by the preset: either way asked for, not a default (a resumed run compares them).
+  const asked = (k: OptionKey) => given(k) || preset[k] !== undefined;
+  const value = <K extends OptionKey>(k: K): unknown => (given(k) ? raw[k] : (preset[k] ?? spec(k).default));
   const parse = (k: OptionKey): number => number(label(k), value(k), spec(k).rule);
   const choice = <T extends string>(k: OptionKey, v = value(k)): T => {
     const rule = spec(k).rule;
@@ -75,7 +81,7 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
   // JSON logs on stderr would interleave with the epoch lines on a terminal: there, only warnings by default.
   const logLevel = choice<LogLevel>('logLevel', value('logLevel') ?? (text('logFile') ? 'info' : 'warn'));
 
-  const gpuCount = given('gpus') ? parse('gpus') : gpusFound.length;
+  const gpuCount = asked('gpus') ? parse('gpus') : gpusFound.length;
   if (gpuCount > gpusFound.length) {
     throw new UsageError(`${label('gpus')} ${gpuCount} asks for more GPUs than this machine has. Found ${gpusFound.length}: ${describeGpus(gpusFound)}`);
   }
@@ -122,11 +128,11 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     lr: parse('lr'),
     batchSize: parse('batchSize'),
     momentum: parse('momentum'),
-    seed: given('seed') ? parse('seed') : Math.floor(Math.random() * 2 ** 31),
+    seed: asked('seed') ? parse('seed') : Math.floor(Math.random() * 2 ** 31),
     backend: gpuCount === 0 && backend === 'auto' ? 'wasm' : backend,
     model,
-    limitTrain: given('limitTrain') ? parse('limitTrain') : null,
-    limitTest: given('limitTest') ? parse('limitTest') : null,
+    limitTrain: asked('limitTrain') ? parse('limitTrain') : null,
+    limitTest: asked('limitTest') ? parse('limitTest') : null,
     summary,
     scaleLr: flag('scaleLr'),
     warmupEpochs: DEFAULTS.warmupEpochs,
@@ -135,7 +141,9 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     augmentThreads: parse('augmentThreads'),
     resume: flag('resume'),
     overwrite: flag('overwrite'),
-    explicit: OPTION_KEYS.filter(given),
+    preciseBn: preciseBatches(label('preciseBn'), value('preciseBn')),
+    preset: presetName,
+    explicit: OPTION_KEYS.filter(asked),
     stepTimeoutMs,
     firstStepTimeoutMs: Math.max(DEFAULTS.firstStepTimeoutS * 1000, stepTimeoutMs),
   };
@@ -160,6 +168,14 @@ export function datasetOptions(config: ResolvedConfig): LoadOptions {
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.TRAINPOOL_DATA_DIR) return path.resolve(env.TRAINPOOL_DATA_DIR);
   return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'trainpool', 'datasets');
+}
+
+/** --precise-bn: off when absent, its rule's `bare` count when given alone, else a count in range. */
+function preciseBatches(option: string, v: unknown): number {
+  const rule = OPTIONS.preciseBn.rule;
+  if (v === undefined || v === false) return 0;
+  if (v === true) return rule.bare;
+  return number(option, v, { kind: 'integer', min: rule.min, max: rule.max });
 }
 
 function oneOf<T extends string>(option: string, value: unknown, allowed: readonly T[]): T {

@@ -82,3 +82,33 @@ export function validationChunks(count: number, workers: number, chunk: number):
   }
   return out;
 }
+
+/** One batch of --precise-bn: training images and the augmentation seed of their shard. */
+export interface StatisticsBatch {
+  indices: Uint32Array;
+  augmentSeed: number;
+}
+
+/** Throws unless `count` batches of `batchSize` distinct training images exist (checked before the first step). */
+export function checkStatisticsBatches(o: Pick<PlanOptions, 'trainCount' | 'batchSize'>, count: number): void {
+  if (count * o.batchSize > o.trainCount) {
+    throw new Error(
+      `--precise-bn ${count} needs ${count} batches × ${o.batchSize} images = ${count * o.batchSize} training images; the training set has ${o.trainCount}: pass at most ${Math.floor(o.trainCount / o.batchSize)}`,
+    );
+  }
+}
+
+/**
+ * The batches --precise-bn recomputes the BN statistics from after epoch `epoch`: `count` batches of
+ * `batchSize` images (one worker's batch, whose statistics a training step normalizes with), without
+ * replacement from a shuffle of their own, augmented as training shards are. They depend on the seed and
+ * the epoch only, not on the number of workers, so G workers average the same batches as one.
+ */
+export function statisticsBatches(o: Pick<PlanOptions, 'seed' | 'trainCount' | 'batchSize'>, epoch: number, count: number): StatisticsBatch[] {
+  checkStatisticsBatches(o, count);
+  const order = permutation(o.trainCount, mixSeed(o.seed, Purpose.batchStatistics, epoch));
+  return Array.from({ length: count }, (_, b) => ({
+    indices: order.slice(b * o.batchSize, (b + 1) * o.batchSize),
+    augmentSeed: mixSeed(o.seed, Purpose.batchStatistics, epoch, b),
+  }));
+}

@@ -23,5 +23,7 @@ export interface ReplicaClient {
   readonly rank: number;
   computeGradients(request: StepRequest, state: VersionedState): Promise<StepResult>;
   evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums>;
+  /** One training batch's BN statistics (--precise-bn), in the layout's statistics order. */
+  batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array>;
   close(): Promise<void>;
 }

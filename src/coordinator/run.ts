@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULTS, publicConfig, shapingConfig, type Gpu, type ResolvedConfig } from '../config/config.js';
+import { DEFAULTS, PRESETS, publicConfig, shapingConfig, type Gpu, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
@@ -132,9 +132,10 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   try {
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: config.workers });
+    if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
     io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
-    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}`);
+    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}${config.preciseBn ? `, precise BN from ${config.preciseBn} batches before each validation` : ''}`);
     if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
     io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null, regions: exchange.mode }, 'run started');
 
@@ -156,6 +157,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
         testOffset: data.train.count,
         evalChunk: DEFAULTS.evalChunk,
         prefetch: DEFAULTS.prefetchSteps,
+        preciseBn: config.preciseBn,
       },
       start,
       {

@@ -67,6 +67,10 @@ export class SupervisedWorker implements ReplicaClient {
     return this.withRetry('evaluate', this.chaosKill(this.o.killAtEvaluations, n, 'validation', (w) => w.evaluate(shard, state)));
   }
 
+  batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array> {
+    return this.withRetry('batchStatistics', (w) => w.batchStatistics(shard, state));
+  }
+
   /**
    * `send`, and where `at` holds `n` (TRAINPOOL_CHAOS), the worker SIGKILLed right after the first attempt is
    * sent: a crash mid-request, which the retry must make invisible.

@@ -9,7 +9,7 @@
 import { ExchangeArena } from './optim/kernels.js';
 import type { Shard } from '../data/shard.js';
 import { ShardPrefetcher, type ShardMaker } from './prefetch.js';
-import { TrainingPlan, validationChunks } from './plan.js';
+import { checkStatisticsBatches, statisticsBatches, TrainingPlan, validationChunks } from './plan.js';
 import { learningRate } from './optim/schedule.js';
 import { createSgdState, type SgdState } from './optim/sgd.js';
 import type { ReplicaClient, StepResult, VersionedState } from './replica-client.js';
@@ -33,6 +33,12 @@ export interface TrainerOptions {
   evalChunk: number;
   /** How many steps ahead the augmentation pool works. */
   prefetch: number;
+  /**
+   * --precise-bn: before each validation, the BN moving statistics are replaced by the mean of this many
+   * training batches' statistics under the current weights (fvcore's PreciseBN); 0 keeps Keras' moving
+   * averages alone.
+   */
+  preciseBn?: number;
 }
 
 /** One vocabulary everywhere: logs, history JSON and CSV, plot legend. */
@@ -119,6 +125,8 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const stats = statsPart(deps, weights);
   // The version tells each client whether its worker already holds these weights.
   const current: VersionedState = { version: 0, data: weights };
+  const preciseBn = stats.length > 0 ? (o.preciseBn ?? 0) : 0;
+  if (preciseBn > 0) checkStatisticsBatches({ trainCount: o.trainCount, batchSize: o.batchSize }, preciseBn);
   const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1);
 
   try {
@@ -168,9 +176,14 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
           shardWaitMs: taken.waitedMs,
         });
       }
-      // 8. Validation on the whole test set, split across the workers, in inference mode.
+      // 8. With --precise-bn, the statistics the validation and the checkpoint see are recomputed first.
+      if (preciseBn > 0) {
+        stats.set(await recomputeStatistics(clients, shards, current, { ...o, epoch, count: preciseBn, size: stats.length }));
+        current.version++;
+      }
+      // 9. Validation on the whole test set, split across the workers, in inference mode.
       const val = await validate(clients, shards, current, o);
-      // 9. The epoch's record, then the caller's hook (log line, history, checkpoint).
+      // 10. The epoch's record, then the caller's hook (log line, history, checkpoint).
       const record: EpochRecord = {
         epoch: epoch + 1,
         loss: state.partial.lossSum / plan.steps,
@@ -190,6 +203,44 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   } finally {
     prefetcher.clear();
   }
+}
+
+/**
+ * PreciseBN (Wu & Johnson 2021, "Rethinking 'Batch' in BatchNorm", section 3; fvcore's update_bn_stats):
+ * the mean, over `count` training batches, of each BN layer's batch mean and batch variance under the
+ * current weights. Keras' moving averages (momentum 0.99) still carry much of their start and of early
+ * weights after a short run; these describe the weights being validated and exported.
+ *
+ * Batch b goes to worker b mod G; each worker takes its batches one after another while the next is being
+ * augmented. The sum runs in batch order in float64, so the result does not depend on which worker
+ * answered first, nor (but for a replaced worker's re-sent batch, which gives the same numbers) on G.
+ */
+async function recomputeStatistics(
+  clients: ReplicaClient[],
+  shards: ShardMaker,
+  current: VersionedState,
+  o: TrainerOptions & { epoch: number; count: number; size: number },
+): Promise<Float64Array> {
+  const batches = statisticsBatches(o, o.epoch, o.count);
+  const perBatch: Float32Array[] = new Array(batches.length);
+  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: true });
+  await Promise.all(
+    clients.map(async (client, r) => {
+      let next = r < batches.length ? make(r) : null;
+      for (let b = r; b < batches.length; b += clients.length) {
+        const shard = await next!;
+        next = b + clients.length < batches.length ? make(b + clients.length) : null;
+        const stats = await client.batchStatistics(shard, current);
+        if (stats.length !== o.size) throw new Error(`worker ${r} sent ${stats.length} batch statistics where the model has ${o.size}: this is a bug`);
+        // Copied: a worker's reply may lie in a region its next reply overwrites.
+        perBatch[b] = stats.slice();
+      }
+    }),
+  );
+  const mean = new Float64Array(o.size);
+  for (const stats of perBatch) for (let j = 0; j < mean.length; j++) mean[j] += stats[j];
+  for (let j = 0; j < mean.length; j++) mean[j] /= perBatch.length;
+  return mean;
 }
 
 async function validate(

@@ -193,6 +193,12 @@ export class WorkerHandle implements ReplicaClient {
     return { lossSum: m.lossSum, correct: m.correct, count: m.count };
   }
 
+  async batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array> {
+    const m = await this.request({ type: 'batchStatistics', id: this.nextId++, x: shard.x, labels: shard.labels, state: this.stateToSend(state) });
+    if (m.type !== 'batchStatisticsComputed') throw this.unexpected(m, 'batchStatisticsComputed');
+    return m.stats;
+  }
+
   /** Asks the worker to exit; kills it if it has not after `graceMs`. Never throws. */
   async close(graceMs = 5_000): Promise<void> {
     if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) {
@@ -285,6 +291,7 @@ export class WorkerHandle implements ReplicaClient {
       case 'ready':
       case 'gradientsComputed':
       case 'evaluated':
+      case 'batchStatisticsComputed':
         this.answer(m, m.type === 'ready' ? 0 : m.id);
         return;
       default: {

@@ -6,8 +6,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import type { Shard } from '../data/shard.js';
-import { statsPart, trainablePart, type WeightLayout } from './flat.js';
-import { variableOf } from '../engine/tfjs-internals.js';
+import { readFlat, statsPart, trainablePart, type WeightLayout } from './flat.js';
+import { variableOf, type BatchNormalizationFields } from '../engine/tfjs-internals.js';
 import { withoutInputGradient } from '../engine/patches/input_convolution.js';
 import { pack } from '../engine/ops/pack.js';
 import { correctPerExample, crossEntropy, crossEntropyPerExample, oneHot } from './loss.js';
@@ -89,6 +89,44 @@ export async function computeGradients(
     return { grads: trainablePart(layout, all), stats: statsPart(layout, all), loss: loss[0], acc: acc[0] };
   } finally {
     tf.dispose([out.flat, out.loss, out.acc]);
+  }
+}
+
+/**
+ * The batch statistics of one shard, as `--precise-bn` averages them (fvcore's PreciseBN): the forward pass
+ * in training mode (every BN normalizing with its own batch's statistics, as a training step does), and of
+ * each BatchNormalization layer the mean and biased variance of its input over the batch, in the layout's
+ * statistics order (per layer: mean, then variance). No gradient is computed.
+ *
+ * How they are read: a training forward moves each moving statistic m to m − (m − s)·(1 − momentum), with
+ * s the batch's. From m = 0 with momentum 0 that is 0 − (0 − s)·1 = s exactly in float32, on every backend
+ * and through either BN call (the project's fused one or tfjs-layers' own), so the statistics the training
+ * step feeds its moving averages are what comes back, bit for bit. The moving statistics and momenta are
+ * the model's again afterwards.
+ */
+export async function batchStatistics(model: tfl.LayersModel, layout: WeightLayout, shard: Shard): Promise<Float32Array> {
+  const statsSize = layout.totalSize - layout.trainableSize;
+  const layers = model.layers.filter((l) => l.getClassName() === 'BatchNormalization') as unknown as BatchNormalizationFields[];
+  if (layers.length === 0) return new Float32Array(0);
+  const saved = layers.map((l) => ({ momentum: l.momentum, mean: tf.keep(l.movingMean.read().clone()), variance: tf.keep(l.movingVariance.read().clone()) }));
+  try {
+    tf.tidy(() => {
+      for (const l of layers) {
+        l.momentum = 0;
+        l.movingMean.write(tf.zerosLike(l.movingMean.read()));
+        l.movingVariance.write(tf.zerosLike(l.movingVariance.read()));
+      }
+      const { xs } = shardTensors(model, shard);
+      model.apply(xs, { training: true });
+    });
+    return await readFlat(model.nonTrainableWeights.map((w) => w.read()), statsSize);
+  } finally {
+    layers.forEach((l, i) => {
+      l.momentum = saved[i].momentum;
+      l.movingMean.write(saved[i].mean);
+      l.movingVariance.write(saved[i].variance);
+    });
+    tf.dispose(saved.flatMap((s) => [s.mean, s.variance]));
   }
 }
 

@@ -12,7 +12,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { ReplayedStep, webgpuDevice } from '../engine/replay/replay.js';
 import { releaseFreeWebgpuBuffers } from '../engine/tfjs-internals.js';
 import { checkStateSize, layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
-import { computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
+import { batchStatistics, computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
 import { buildModel, dropoutLayers, type ModelSpec } from './minigooglenet.js';
 
 /** What a worker computes with: a real replica, or a stand-in with the same shape (src/worker/fake.ts). */
@@ -20,6 +20,8 @@ export interface Compute {
   setState(state: Float32Array): void;
   computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients>;
   evaluate(shard: Shard): Promise<EvaluationSums>;
+  /** The shard's BN batch statistics in training mode, in the layout's statistics order (--precise-bn). */
+  batchStatistics(shard: Shard): Promise<Float32Array>;
   dispose(): void;
 }
 
@@ -96,6 +98,11 @@ export class Replica implements Compute {
   async evaluate(shard: Shard): Promise<EvaluationSums> {
     this.refresh();
     return evaluateShard(this.model, shard);
+  }
+
+  async batchStatistics(shard: Shard): Promise<Float32Array> {
+    this.refresh();
+    return batchStatistics(this.model, this.layout, shard);
   }
 
   dispose(): void {

@@ -10,7 +10,7 @@ import type { BackendName } from '../engine/backend.js';
 import type { ModelSpec } from '../model/minigooglenet.js';
 
 /** Bumped whenever a message changes shape; the handshake refuses a mismatch. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** What a worker computes with: the real model, or a stand-in for tests and transport benchmarks. */
 export type ComputeSpec =
@@ -82,11 +82,21 @@ export interface EvaluateMessage {
   state?: Float32Array;
 }
 
+/** The BN batch statistics of one training batch (--precise-bn): a forward pass in training mode, no gradient. */
+export interface BatchStatisticsMessage {
+  type: 'batchStatistics';
+  id: number;
+  /** count × H × W × D float32, mean-subtracted and augmented like a step's shard. */
+  x: Float32Array;
+  labels: Uint8Array;
+  state?: Float32Array;
+}
+
 export interface ShutdownMessage {
   type: 'shutdown';
 }
 
-export type ToWorker = InitMessage | ComputeGradientsMessage | EvaluateMessage | ShutdownMessage;
+export type ToWorker = InitMessage | ComputeGradientsMessage | EvaluateMessage | BatchStatisticsMessage | ShutdownMessage;
 
 // ── worker → coordinator ──────────────────────────────────────────────────────────────────────────
 export interface ReadyMessage {
@@ -118,6 +128,13 @@ export interface EvaluatedMessage {
   count: number;
 }
 
+export interface BatchStatisticsComputedMessage {
+  type: 'batchStatisticsComputed';
+  id: number;
+  /** Per BN layer, the batch's mean and biased variance, in the layout's statistics order. */
+  stats: Float32Array;
+}
+
 export interface FailedMessage {
   type: 'failed';
   /** The request that failed; absent when the failure was not tied to one (e.g. during init). */
@@ -127,10 +144,10 @@ export interface FailedMessage {
   stack?: string;
 }
 
-export type FromWorker = ReadyMessage | GradientsComputedMessage | EvaluatedMessage | FailedMessage;
+export type FromWorker = ReadyMessage | GradientsComputedMessage | EvaluatedMessage | BatchStatisticsComputedMessage | FailedMessage;
 
-const TO_WORKER = new Set<ToWorker['type']>(['init', 'computeGradients', 'evaluate', 'shutdown']);
-const FROM_WORKER = new Set<FromWorker['type']>(['ready', 'gradientsComputed', 'evaluated', 'failed']);
+const TO_WORKER = new Set<ToWorker['type']>(['init', 'computeGradients', 'evaluate', 'batchStatistics', 'shutdown']);
+const FROM_WORKER = new Set<FromWorker['type']>(['ready', 'gradientsComputed', 'evaluated', 'batchStatisticsComputed', 'failed']);
 
 /** Narrows a decoded frame; anything else is a protocol error naming what arrived. */
 export function asToWorker(m: Record<string, unknown>): ToWorker {

@@ -29,6 +29,7 @@ export const Purpose = {
   augment: 3,
   dropout: 4,
   synthetic: 5,
+  batchStatistics: 6,
 } as const;
 
 /**

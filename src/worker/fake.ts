@@ -5,7 +5,7 @@
  * The values depend on the data sent and the state last set, so tests can tell whether each worker got
  * its own shard and the current weights:
  *   grads[i] = (mean(x) + state[0]) · (i + 1) · 1e-6
- *   stats[j] = mean(x) + j · 1e-3
+ *   stats[j] = mean(x) + j · 1e-3  (a step's, and the batch statistics of --precise-bn)
  *   loss = |mean(x)|,  acc = fraction of even labels
  */
 import type { EvaluationSums, Shard, ShardGradients } from '../model/gradients.js';
@@ -74,6 +74,12 @@ export class FakeCompute implements Compute {
     let even = 0;
     for (const l of shard.labels) if (l % 2 === 0) even++;
     return { lossSum: Math.abs(meanOf(shard.x)) * shard.labels.length, correct: even, count: shard.labels.length };
+  }
+
+  async batchStatistics(shard: Shard): Promise<Float32Array> {
+    await sleep(this.o.delayMs);
+    const m = meanOf(shard.x);
+    return Float32Array.from({ length: this.o.statsSize }, (_, j) => m + j * 1e-3);
   }
 
   dispose(): void {}

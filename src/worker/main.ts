@@ -92,6 +92,12 @@ async function dispatch(m: ToWorker): Promise<void> {
       const sums = await c.evaluate({ x: m.x, labels: m.labels });
       return reply({ type: 'evaluated', id: m.id, ...sums });
     }
+    case 'batchStatistics': {
+      const c = ready();
+      if (m.state) c.setState(m.state);
+      const stats = await c.batchStatistics({ x: m.x, labels: m.labels });
+      return reply({ type: 'batchStatisticsComputed', id: m.id, stats });
+    }
     case 'shutdown':
       return shutdown(0);
     default: {

@@ -40,6 +40,11 @@ export class InProcessClient implements ReplicaClient {
     return this.compute.evaluate(shard);
   }
 
+  async batchStatistics(shard: { x: Float32Array; labels: Uint8Array }, state: VersionedState): Promise<Float32Array> {
+    this.sync(state);
+    return this.compute.batchStatistics(shard);
+  }
+
   async close(): Promise<void> {
     this.compute.dispose();
   }
