@@ -10,6 +10,8 @@ import { fusedBatchNormGradConfig } from '../src/engine/gradients/fused_batch_no
 import { batchNormTraining } from '../src/engine/ops/batch_norm_training.js';
 import { registerProjectKernels, unregisterProjectKernels } from '../src/engine/registry.js';
 import { PACK, pack } from '../src/engine/ops/pack.js';
+import { conv2dBackpropFilterConfig } from '../src/engine/composite/conv2d_backprop_filter.js';
+import { filterGradientByConvolution, filterGradientByConvolutionPays, filterGradientWasm } from '../src/engine/wasm/conv2d_backprop_filter.js';
 import { BN_SHAPES, batchNormStep } from './helpers/batchnorm.js';
 import { randomArray, relativeError, runKernel } from './helpers/gradcheck.js';
 
@@ -80,6 +82,38 @@ describe.each(['wasm', 'cpu'] as const)('Conv2DBackpropFilter on %s equals the s
     const expected = await stockCpu(() => filterGradient(c));
     await tf.setBackend(backend);
     expect(relativeError(await filterGradient(c), expected)).toBeLessThanOrEqual(TOLERANCE);
+  });
+});
+
+// wasm takes one of two ways per layer (filterGradientByConvolutionPays): each is checked on every case.
+describe.each([
+  ['chunked products', filterGradientWasm],
+  ['one convolution', filterGradientByConvolution],
+] as const)('Conv2DBackpropFilter on wasm by %s equals the stock cpu kernel', (_, body) => {
+  it.each(CASES)('$title', async (c) => {
+    const expected = await stockCpu(() => filterGradient(c));
+    await tf.setBackend('wasm');
+    tf.unregisterKernel(tf.Conv2DBackpropFilter, 'wasm');
+    tf.registerKernel(conv2dBackpropFilterConfig('wasm', body));
+    try {
+      const before = tf.engine().backend.numDataIds();
+      expect(relativeError(await filterGradient(c), expected)).toBeLessThanOrEqual(TOLERANCE);
+      expect(tf.engine().backend.numDataIds()).toBe(before);
+    } finally {
+      unregisterProjectKernels('wasm');
+      registerProjectKernels('wasm');
+    }
+  });
+});
+
+describe('the wasm filter gradient rule', () => {
+  const info = (x: [number, number, number, number], f: [number, number, number, number], s: number) => tf.backend_util.computeConv2DInfo(x, f, s, 1, 'same');
+  it("takes the convolution for the small models' 3×3 layers and keeps MiniGoogLeNet's and every 1×1 on the chunked products", () => {
+    expect(filterGradientByConvolutionPays(info([16, 32, 32, 1], [3, 3, 1, 16], 1))).toBe(true);
+    expect(filterGradientByConvolutionPays(info([16, 7, 7, 64], [3, 3, 64, 32], 1))).toBe(true);
+    expect(filterGradientByConvolutionPays(info([16, 7, 7, 64], [1, 1, 64, 32], 1))).toBe(false);
+    expect(filterGradientByConvolutionPays(info([64, 32, 32, 3], [3, 3, 3, 96], 1))).toBe(false);
+    expect(filterGradientByConvolutionPays(info([64, 15, 15, 160], [3, 3, 160, 48], 1))).toBe(false);
   });
 });
 

@@ -15,7 +15,7 @@ import '@tensorflow/tfjs-layers';
 import { installFusedBatchNormalization } from './patches/batch_norm_layer.js';
 import { batchNormTrainingGradConfig } from './ops/batch_norm_training.js';
 import { conv2dBackpropFilterConfig } from './composite/conv2d_backprop_filter.js';
-import { filterGradientWasm } from './wasm/conv2d_backprop_filter.js';
+import { filterGradientWasmAuto } from './wasm/conv2d_backprop_filter.js';
 import { stridedInputGradient } from './wasm/conv2d_backprop_input_strided.js';
 import { conv2dBackpropInputConfig } from './composite/conv2d_backprop_input.js';
 import { fusedBatchNormGradConfig } from './gradients/fused_batch_norm_grad.js';
@@ -68,7 +68,7 @@ const wasmOnly =
   };
 
 const BUILDERS: Record<string, Builder> = {
-  [tf.Conv2DBackpropFilter]: (backendName) => conv2dBackpropFilterConfig(backendName, backendName === 'wasm' ? filterGradientWasm : undefined),
+  [tf.Conv2DBackpropFilter]: (backendName) => conv2dBackpropFilterConfig(backendName, backendName === 'wasm' ? filterGradientWasmAuto : undefined),
   [tf.Conv2DBackpropInput]: (backendName, stock) => conv2dBackpropInputConfig(backendName, stock, backendName === 'wasm' ? stridedInputGradient : undefined),
   [tf.SplitV]: wasmOnly(tf.SplitV, 'it works on the wasm heap', splitVConfig),
   ...Object.fromEntries(FUSED_OPS.map((name) => [name, (backendName: string) => hostKernels(backendName, undefined)[name]])),

@@ -28,6 +28,24 @@ import type { TensorInfo } from '@tensorflow/tfjs-core';
 import type { KernelComposer } from '../composite/compose.js';
 import { phase, phaseGrid } from '../composite/phases.js';
 
+/**
+ * Which of the two ways below a layer's filter gradient takes on wasm. Layers with few channels (the
+ * `small` and `tiny` models', a grayscale input layer) go by one convolution; MiniGoogLeNet's, whose
+ * chunked products run near XNNPACK's GEMM peak, stay as they were. Measured side by side with
+ * `npm run bench:filter-gradient` (bench/filter-gradient.ts): the small model's 3×3 layers 1.5–2× faster
+ * by convolution (the grayscale input layer at batch 16: 14 → 7 ms); MiniGoogLeNet's 32×32 layers 1.2–1.7×
+ * slower by it, its 15×15 and 7×7 ones 1.0–1.3× faster in one run and slower in another (this machine's
+ * noise), so they stay; 1×1 layers, one product per chunk anyway, no faster.
+ */
+export function filterGradientByConvolutionPays(info: tf.backend_util.Conv2DInfo): boolean {
+  return info.filterHeight * info.filterWidth > 1 && info.inChannels <= 64 && info.outChannels <= 32;
+}
+
+/** Conv2DBackpropFilter's body on wasm: the faster of the two ways for this layer (a fixed rule, so runs stay reproducible). */
+export function filterGradientWasmAuto(k: KernelComposer, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  return filterGradientByConvolutionPays(info) ? filterGradientByConvolution(k, x, dy, info) : filterGradientWasm(k, x, dy, info);
+}
+
 /** About how many grid positions (K) one product takes: where XNNPACK ran fastest here (bench/ENGINE.md). */
 export const CHUNK_POSITIONS = 1024;
 
@@ -106,4 +124,40 @@ function layOutDy(dy: Float32Array, d: Float32Array, { n, oh, ow, cout, gridWidt
       }
     }
   }
+}
+
+/**
+ * The same gradient as one forward convolution (XNNPACK's, which builds its own indirection and runs at
+ * the forward pass's speed), for layers with few channels, where filterGradientWasm's products are too
+ * small to amortize a call: 9 taps × a product per chunk of [Cout, K]·[K, Cin] with Cin = 1 for a
+ * grayscale input layer. With the batch as the channels:
+ *
+ *   dW[kh, kw, ci, co] = Σ_{n,i,j} x[n, i·sh + kh − pt, j·sw + kw − pl, ci] · dy[n, i, j, co]
+ *
+ * is a convolution of x laid out as [Cin, H, W, N] (Cin images of N channels) with dy laid out as the
+ * filter [OH, OW, N, Cout], dilated by the stride, padded by the layer's top/left padding: its output
+ * [Cin, KH', KW', Cout] (KH' ≥ KH; the extra rows of a 'valid' layer whose last rows are never read are
+ * cropped) transposed to [KH, KW, Cin, Cout]. XNNPACK sums over K = N·OH·OW in float32, as a framework's
+ * convolution does.
+ */
+export function filterGradientByConvolution(k: KernelComposer, x: TensorInfo, dy: TensorInfo, info: tf.backend_util.Conv2DInfo): TensorInfo {
+  const { inHeight: h, inWidth: w, outHeight: oh, outWidth: ow, inChannels: cin, outChannels: cout } = info;
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+  const { top, left } = info.padInfo;
+  // Rows the dilated "filter" needs below the input so that KH outputs exist (none when they exist already).
+  const bottom = Math.max(0, kh - 1 + sh * (oh - 1) - (h - 1) - top);
+  const right = Math.max(0, kw - 1 + sw * (ow - 1) - (w - 1) - left);
+  const xt = k.run('Transpose', { x }, { perm: [3, 1, 2, 0] });
+  const filter = k.run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
+  let g = k.run('Conv2D', { x: xt, filter }, {
+    strides: [1, 1],
+    pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
+    dataFormat: 'NHWC',
+    dilations: [sh, sw],
+    dimRoundingMode: undefined,
+  });
+  k.dispose(xt);
+  k.dispose(filter);
+  if (g.shape[1] !== kh || g.shape[2] !== kw) g = k.run('Slice', { x: g }, { begin: [0, 0, 0, 0], size: [cin, kh, kw, cout] });
+  return k.run('Transpose', { x: g }, { perm: [1, 2, 0, 3] });
 }
