@@ -59,6 +59,8 @@ export interface TrainOptions {
   overwrite?: boolean;
   /** Seconds a worker may take for one step. */
   stepTimeout?: number;
+  /** false: train on the images as they are (no shift or flip). */
+  augment?: boolean;
   /** Recompute the BN statistics from this many training batches before each validation (true: 200). */
   preciseBn?: number | boolean;
   /** Fill the options not given from a named set (config.ts PRESETS). */

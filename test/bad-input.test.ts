@@ -103,7 +103,7 @@ describe('options', () => {
     [['--gpus', '2'], /^train: error: --gpus 2 asks for more GPUs than this machine has\. Found 0: none$/m],
     [['--backend', 'metal'], /^train: error: --backend must be one of auto, webgpu, tensorflow, wasm, cpu\. Received: --backend=metal$/m],
     [['--dataset', 'imagenet'], /^train: error: --dataset must be one of cifar10, fashion-mnist, synthetic\. Received: --dataset=imagenet$/m],
-    [['--model', 'vgg'], /^train: error: --model must be one of minigooglenet, tiny\. Received: --model=vgg$/m],
+    [['--model', 'vgg'], /^train: error: --model must be one of minigooglenet, small, tiny\. Received: --model=vgg$/m],
   ])('%j', (args, pattern) => {
     expectOneLine(train(args), 2, pattern);
   });

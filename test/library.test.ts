@@ -96,7 +96,7 @@ describe('train(options) with bad options', () => {
     [{ output: 'p.png', momentum: 1 }, 'momentum must be a number in [0, 1). Received: momentum=1'],
     [{ output: 'p.png', momentum: -0.1 }, 'momentum must be a number in [0, 1). Received: momentum=-0.1'],
     [{ output: 'p.png', seed: 2 ** 32 }, 'seed must be an integer from 0 to 4294967295. Received: seed=4294967296'],
-    [{ output: 'p.png', model: 'resnet' as 'tiny' }, 'model must be one of minigooglenet, tiny. Received: model=resnet'],
+    [{ output: 'p.png', model: 'resnet' as 'tiny' }, 'model must be one of minigooglenet, small, tiny. Received: model=resnet'],
     [{ output: 'p.png', gpus: 2 }, 'gpus 2 asks for more GPUs than this machine has. Found 0: none'],
     [{ output: 'p.png', download: 'yes' as unknown as boolean }, 'download must be true or false. Received: download=yes'],
   ])('%j → %s', async (options, message) => {

@@ -43,6 +43,18 @@ describe('MiniGoogLeNet', () => {
     m.dispose();
   });
 
+  it('builds the small model (the quick preset\'s): 38,714 parameters on 32×32×1, no dropout, 64 features into the classifier', () => {
+    const m = buildModel({ name: 'small', ...cifar, depth: 1 });
+    expect(paramCounts(m)).toEqual({ total: 38_714, trainable: 38_394, nonTrainable: 320 });
+    expect((dropoutLayers(m)[0].getConfig() as { rate: number }).rate).toBe(0);
+    expect(m.layers.find((l) => l.getClassName() === 'AveragePooling2D')!.outputShape).toEqual([null, 1, 1, 64]);
+    // An explicit rate still wins over the architecture's.
+    const d = buildModel({ name: 'small', ...cifar, dropout: 0.25 });
+    expect((dropoutLayers(d)[0].getConfig() as { rate: number }).rate).toBe(0.25);
+    m.dispose();
+    d.dispose();
+  });
+
   it('initializes identically from the same seed and differently from another', async () => {
     const a = buildModel({ name: 'tiny', ...cifar, seed: 7 });
     const b = buildModel({ name: 'tiny', ...cifar, seed: 7 });

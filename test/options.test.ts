@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { buildCommand, helpText, parseArgs } from '../src/cli/options.js';
-import { OPTIONS } from '../src/config/config.js';
+import { OPTIONS, PRESETS, presetSummary } from '../src/config/config.js';
 import type { ResolvedConfig } from '../src/config/config.js';
 
 const none: { index: number; name: string }[] = [];
@@ -84,7 +84,7 @@ describe('command-line rules', () => {
     [['--augment-threads', '0'], '--augment-threads must be an integer from 1 to 64. Received: --augment-threads=0'],
     [['--backend', 'cuda'], '--backend must be one of auto, webgpu, tensorflow, wasm, cpu. Received: --backend=cuda'],
     [['--dataset', 'mnist'], '--dataset must be one of cifar10, fashion-mnist, synthetic. Received: --dataset=mnist'],
-    [['--model', 'resnet'], '--model must be one of minigooglenet, tiny. Received: --model=resnet'],
+    [['--model', 'resnet'], '--model must be one of minigooglenet, small, tiny. Received: --model=resnet'],
     [['--log-level', 'loud'], '--log-level must be one of fatal, error, warn, info, debug, trace, silent. Received: --log-level=loud'],
     [['--download', '--dataset', 'synthetic'], '--download fetches CIFAR-10 only. Received: --dataset=synthetic'],
   ])('%j → %s', (args, message) => {
@@ -162,5 +162,48 @@ describe('command-line rules', () => {
     // an option without a default shows none (not "undefined")
     expect(text).toMatch(/^ {2}--output <png> +the training plot; history, model and checkpoints go\n +beside it\n {2}--/m);
     expect(text).not.toContain('undefined');
+  });
+});
+
+describe('--preset and --no-augment', () => {
+  it('--preset quick fills the options not given, and counts them as asked for', () => {
+    const c = ok(['--output', 'p.png', '--preset', 'quick'], twoGpus);
+    // On a GPU machine too: the preset asks for CPU workers, so no GPU is taken.
+    expect(c).toMatchObject({ preset: 'quick', dataset: 'fashion-mnist', gpus: [], backend: 'wasm', workers: 2, augment: false });
+    expect(c.preciseBn).toBeGreaterThan(0);
+    expect(c.limitTrain).toBe(PRESETS.quick.values.limitTrain);
+    expect(c.explicit).toEqual(expect.arrayContaining(['preset', 'dataset', 'model', 'epochs', 'preciseBn']));
+    expect(c.explicit).not.toContain('momentum');
+  });
+
+  it('an option given explicitly wins over the preset, whichever side of --preset it is on', () => {
+    const c = ok(['--output', 'p.png', '--epochs', '5', '--preset', 'quick', '--lr', '0.2', '--precise-bn']);
+    expect(c).toMatchObject({ epochs: 5, lr: 0.2, preciseBn: 200, dataset: 'fashion-mnist' });
+  });
+
+  it('--gpus N beside the preset runs one worker per GPU, not the preset\'s --workers (which only CPU runs take)', () => {
+    const c = ok(['--output', 'p.png', '--preset', 'quick', '--gpus', '1'], twoGpus);
+    expect(c.workers).toBe(1);
+    expect(c.gpus.map((g) => g.index)).toEqual([0]);
+  });
+
+  it('names the presets when the name is unknown', () => {
+    expect(err(['--output', 'p.png', '--preset', 'fast'])).toBe('--preset must be one of quick. Received: --preset=fast');
+  });
+
+  it('augments by default; --no-augment turns it off', () => {
+    expect(ok(['--output', 'p.png']).augment).toBe(true);
+    expect(ok(['--output', 'p.png', '--no-augment']).augment).toBe(false);
+    expect(ok(['--output', 'p.png', '--no-augment']).explicit).toContain('augment');
+  });
+
+  it('writes a preset back as the options it stands for, --no-augment included', () => {
+    const line = presetSummary('quick');
+    expect(line).toMatch(/^--dataset fashion-mnist /);
+    expect(line).toContain(' --no-augment');
+    // Every option of the summary parses, and parses to what the preset gives.
+    const c = ok(['--output', 'p.png', ...line.split(' ')]);
+    const p = ok(['--output', 'p.png', '--preset', 'quick']);
+    for (const k of ['dataset', 'model', 'workers', 'epochs', 'lr', 'batchSize', 'limitTrain', 'augment', 'preciseBn'] as const) expect(c[k]).toEqual(p[k]);
   });
 });

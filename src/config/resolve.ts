@@ -141,6 +141,8 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     augmentThreads: parse('augmentThreads'),
     resume: flag('resume'),
     overwrite: flag('overwrite'),
+    // --no-augment: commander gives augment false; absent, it is on.
+    augment: value('augment') === undefined || flag('augment'),
     preciseBn: preciseBatches(label('preciseBn'), value('preciseBn')),
     preset: presetName,
     explicit: OPTION_KEYS.filter(asked),

@@ -31,6 +31,8 @@ export class ShardPrefetcher {
     private readonly maker: ShardMaker,
     private readonly depth: number,
     private readonly lastEpoch: number,
+    /** Whether training shards are augmented (--no-augment: only mean-subtracted). */
+    private readonly augment = true,
   ) {}
 
   /** The shards of (epoch, step) for every rank, and requests for the next `depth` steps. */
@@ -58,7 +60,7 @@ export class ShardPrefetcher {
     const step = g % steps;
     const ranks = Array.from({ length: this.plan.o.workers }, (_, r) => this.plan.shard(epoch, step, r));
     const entry: Pending = {
-      shards: Promise.all(ranks.map((s) => this.maker.makeShard({ indices: s.indices, seed: s.augmentSeed, augment: true }))),
+      shards: Promise.all(ranks.map((s) => this.maker.makeShard({ indices: s.indices, seed: s.augmentSeed, augment: this.augment }))),
       ready: false,
     };
     entry.shards.then(

@@ -135,7 +135,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
     io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
-    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}${config.preciseBn ? `, precise BN from ${config.preciseBn} batches before each validation` : ''}`);
+    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}${config.augment ? '' : ', no augmentation'}${config.preciseBn ? `, precise BN from ${config.preciseBn} batches before each validation` : ''}`);
     if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
     io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null, regions: exchange.mode }, 'run started');
 
@@ -158,6 +158,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
         evalChunk: DEFAULTS.evalChunk,
         prefetch: DEFAULTS.prefetchSteps,
         preciseBn: config.preciseBn,
+        augment: config.augment,
       },
       start,
       {

@@ -35,10 +35,13 @@ export interface TrainerOptions {
   prefetch: number;
   /**
    * --precise-bn: before each validation, the BN moving statistics are replaced by the mean of this many
-   * training batches' statistics under the current weights (fvcore's PreciseBN); 0 keeps Keras' moving
+   * training batches' statistics under the current weights (fvcore's PreciseBN), built as the training
+   * shards are (augmented unless `augment` is false); 0 keeps Keras' moving
    * averages alone.
    */
   preciseBn?: number;
+  /** Augment training shards (shift and flip, the default); false: --no-augment. */
+  augment?: boolean;
 }
 
 /** One vocabulary everywhere: logs, history JSON and CSV, plot legend. */
@@ -127,7 +130,7 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const current: VersionedState = { version: 0, data: weights };
   const preciseBn = stats.length > 0 ? (o.preciseBn ?? 0) : 0;
   if (preciseBn > 0) checkStatisticsBatches({ trainCount: o.trainCount, batchSize: o.batchSize }, preciseBn);
-  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1);
+  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1, o.augment ?? true);
 
   try {
     for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
@@ -223,7 +226,7 @@ async function recomputeStatistics(
 ): Promise<Float64Array> {
   const batches = statisticsBatches(o, o.epoch, o.count);
   const perBatch: Float32Array[] = new Array(batches.length);
-  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: true });
+  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: o.augment ?? true });
   await Promise.all(
     clients.map(async (client, r) => {
       let next = r < batches.length ? make(r) : null;

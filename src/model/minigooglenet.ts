@@ -1,7 +1,8 @@
 /**
  * MiniGoogLeNet (Zhang et al. 2017, "Understanding deep learning requires rethinking generalization",
- * appendix), as built by the Keras tutorial this project reproduces, plus a `tiny` variant made of the
- * same three modules for tests and smoke runs.
+ * appendix), as built by the Keras tutorial this project reproduces, plus two variants made of the same
+ * three modules: `small`, the quick preset's (it must learn Fashion-MNIST in minutes on two CPU cores), and
+ * `tiny`, for tests and smoke runs.
  *
  * Every layer is named explicitly (Keras-style `conv2d_3`, `batch_normalization_3`, ...) so that two
  * processes building the same spec get the same weight names, whatever else was built before: the flat
@@ -40,9 +41,13 @@ type Module =
   | { kind: 'inception'; k1: number; k3: number }
   | { kind: 'downsample'; filters: number };
 
-/** The tutorial's body; the head (avgpool → dropout → flatten → dense → softmax) follows. */
-const ARCHITECTURES: Record<ModelName, Module[]> = {
-  minigooglenet: [
+/**
+ * Each model's body; the head (avgpool → dropout → flatten → dense → softmax) follows, with the
+ * architecture's dropout rate.
+ */
+const ARCHITECTURES: Record<ModelName, { body: Module[]; dropout: number }> = {
+  // The tutorial's.
+  minigooglenet: { dropout: 0.5, body: [
     { kind: 'conv', filters: 96, kernel: 3 },
     { kind: 'inception', k1: 32, k3: 32 },
     { kind: 'inception', k1: 32, k3: 48 },
@@ -54,15 +59,27 @@ const ARCHITECTURES: Record<ModelName, Module[]> = {
     { kind: 'downsample', filters: 96 },
     { kind: 'inception', k1: 176, k3: 160 },
     { kind: 'inception', k1: 176, k3: 160 },
-  ],
-  tiny: [
+  ] },
+  // The tutorial's three modules at a fraction of the width, for tests and smoke runs.
+  tiny: { dropout: 0.5, body: [
     { kind: 'conv', filters: 16, kernel: 3 },
     { kind: 'inception', k1: 8, k3: 8 },
     { kind: 'downsample', filters: 16 },
     { kind: 'inception', k1: 16, k3: 16 },
     { kind: 'downsample', filters: 16 },
     { kind: 'inception', k1: 16, k3: 16 },
-  ],
+  ] },
+  // The quick preset's: downsampled right after the first convolution (the 32×32 layers cost the most
+  // on a CPU) and wider at 7×7, where width is cheap. No dropout: on 64 features for two epochs it only
+  // slows learning (issue 16: the tiny model with the tutorial's 0.5 stayed near 0.80 val_acc on
+  // Fashion-MNIST after two full epochs; this one passes 0.85 on 2 × 25,000 images without).
+  small: { dropout: 0, body: [
+    { kind: 'conv', filters: 16, kernel: 3 },
+    { kind: 'downsample', filters: 16 },
+    { kind: 'inception', k1: 16, k3: 16 },
+    { kind: 'downsample', filters: 32 },
+    { kind: 'inception', k1: 32, k3: 32 },
+  ] },
 };
 
 /** Builds layer names the way Keras numbers them, but per model instead of per process. */
@@ -78,7 +95,7 @@ class Namer {
 export function buildModel(spec: ModelSpec): tfl.LayersModel {
   validateSpec(spec);
   const batchNorm = spec.batchNorm ?? true;
-  const dropoutRate = spec.dropout ?? (batchNorm ? 0.5 : 0);
+  const dropoutRate = spec.dropout ?? (batchNorm ? ARCHITECTURES[spec.name].dropout : 0);
   const names = new Namer();
   let seeded = 0;
   const kernelInitializer = () => tfl.initializers.glorotUniform({ seed: mixSeed(spec.seed, seeded++) });
@@ -120,7 +137,7 @@ export function buildModel(spec: ModelSpec): tfl.LayersModel {
 
   const input = tfl.input({ shape: [spec.height, spec.width, spec.depth], name: 'input_1' });
   let x: tfl.SymbolicTensor = input;
-  for (const m of ARCHITECTURES[spec.name]) {
+  for (const m of ARCHITECTURES[spec.name].body) {
     switch (m.kind) {
       case 'conv':
         x = convModule(x, m.filters, m.kernel, 1, 'same');
