@@ -3,7 +3,8 @@
  *
  *   One GPU:           bin/train --gpus 1 --data-dir ~/data --download --output out/plot.png
  *   Four GPUs:         bin/train --gpus 4 --data-dir ~/data --output out/plot.png
- *   CPU only:          bin/train --gpus 0 --workers 2 --dataset fashion-mnist --model tiny --epochs 3 --output out/fmnist.png
+ *   Quick look (CPU):  bin/train --preset quick --output out/fmnist.png      (Fashion-MNIST, ~0.86 val_acc in ~2.5 min)
+ *   CPU only:          bin/train --gpus 0 --workers 2 --dataset fashion-mnist --model small --epochs 3 --output out/fmnist.png
  *   Smoke test:        bin/train --dataset synthetic --model tiny --gpus 0 --workers 2 --epochs 2 \
  *                        --limit-train 512 --limit-test 256 --output out/plot.png
  *   Model only:        bin/train --summary
