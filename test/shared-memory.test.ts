@@ -141,6 +141,32 @@ describe.skipIf(!shm)('mapped regions', () => {
   });
 });
 
+describe.skipIf(!shm)('a run\'s exchange regions', () => {
+  // A worker maps only a region of whole pages. Reply regions are preallocated for gradients and BN
+  // statistics, of which the coordinator maps the gradients: before, such a file kept its odd size and
+  // every worker wrote its gradients with pwrite (MiniGoogLeNet: 6,625,064 bytes, 1,832 past a page).
+  it.each([
+    ['MiniGoogLeNet', { totalSize: 1_656_250, trainableSize: 1_652_826 }],
+    ['the tiny model', { totalSize: 40_024, trainableSize: 40_000 }],
+    ['a state of whole pages', { totalSize: 3 * 1024, trainableSize: 2 * 1024 }],
+  ] as const)('are all mapped by the workers too, for %s', (_, sizes) => {
+    const exchange = createExchange(sizes, 2);
+    try {
+      expect(exchange.mapped).toBe(true);
+      // The weights, and each reply whole (gradients and statistics, written with memcpy: no pwrite).
+      const regions: [BulkFile, number][] = [[exchange.shared.file, 4 * sizes.totalSize], ...exchange.replies.map((f): [BulkFile, number] => [f, 4 * sizes.totalSize + 64])];
+      for (const [file, bytes] of regions) {
+        const worker = BulkFile.fromFd(openSync(`/proc/self/fd/${file.fd}`, 'r+'));
+        expect(worker.mapReserved()).toBe(true);
+        expect(worker.view(0, bytes)).toBeDefined();
+        worker.close();
+      }
+    } finally {
+      exchange.close();
+    }
+  });
+});
+
 /** Fake-compute workers (src/worker/fake.ts) trained for `steps` steps through `exchange`; one is killed mid-run when asked. */
 async function trainFake(map: boolean, killAtStep?: number): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[] }> {
   const sizes = { totalSize: 40_000 + 24, trainableSize: 40_000 };
