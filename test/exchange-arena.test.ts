@@ -44,7 +44,7 @@ describe('ExchangeArena kernels', () => {
   });
 
   it('apply momentum SGD to the mean bit for bit as sgdStep does, weights longer than the velocity', () => {
-    for (const count of [1, 2, 3, 4, 6]) {
+    for (const count of [1, 2, 3, 4, 6, 8]) {
       for (const n of [5, 16, 1003]) {
         const arena = new ExchangeArena((count + 3) * (n + 8), count);
         const grads = Array.from({ length: count }, (_, r) => arena.adopt(values(n, r + 1).map((v) => (Math.abs(v) > 1e30 ? v * 1e-30 : v))));
