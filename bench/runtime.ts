@@ -114,7 +114,9 @@ export type Exchange = 'mapped' | 'wasm' | 'js';
 export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped'): Promise<OverheadResult[]> {
   const batch = 64;
   const size = 32 * 32 * 3;
-  const images = new Uint8Array(batch * 8 * 4 * size).map((_, i) => (i * 7) & 255);
+  // Enough images for `steps` steps at the largest G (before: 2,048 images, so 4 workers ran 8 steps and 8
+  // workers 4, of which the first 3 are warm-up: their rows were one to five steps).
+  const images = new Uint8Array(batch * steps * Math.max(...workerCounts) * size).map((_, i) => (i * 7) & 255);
   const labels = Uint8Array.from({ length: images.length / size }, (_, i) => i % 10);
   const pool = new AugmentPool({ threads: 2, images, labels, mean: new Float32Array(size), height: 32, width: 32, depth: 3 });
   const out: OverheadResult[] = [];
