@@ -104,11 +104,12 @@ export interface OverheadResult {
 }
 
 /**
- * 'mapped': run.ts's exchange (the regions mapped in the arena, shm.ts); 'wasm': the same kernels with the
+ * 'mapped': run.ts's exchange (the regions mapped in the arena, shm.ts, the update on one thread per core up
+ * to 4); 'mapped, 1 thread': the same on the coordinator's thread alone; 'wasm': the same kernels with the
  * regions read and written (the exchange before mapping); 'js': the gradients in the channels' own
  * buffers, averaged and applied by average.ts and sgd.ts (before the kernels).
  */
-export type Exchange = 'mapped' | 'wasm' | 'js';
+export type Exchange = 'mapped' | 'mapped, 1 thread' | 'wasm' | 'js';
 
 /** Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. */
 export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped'): Promise<OverheadResult[]> {
@@ -123,8 +124,10 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
   try {
     for (const g of workerCounts) {
       const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
-      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: exchange === 'mapped' });
-      if (exchange === 'mapped' && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
+      const mapped = exchange.startsWith('mapped');
+      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: mapped, threads: exchange === 'mapped' ? undefined : 1 });
+      if (mapped && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
+      await regions?.arena.ready();
       const arena = regions?.arena;
       const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, regions));
       await Promise.all(workers.map((w) => w.start()));
@@ -179,7 +182,7 @@ export interface PassResult {
  * The per-element passes of one step, each alone on MiniGoogLeNet-sized arrays, medians of `repeats`:
  * what the overhead of a step is made of (the rest is the two processes waking each other).
  */
-export function benchPasses(workers = [1, 2, 4, 8], repeats = 15): PassResult[] {
+export async function benchPasses(workers = [1, 2, 4, 8], repeats = 15): Promise<PassResult[]> {
   const { trainableSize: n, statsSize } = MINIGOOGLENET_SIZES;
   const total = n + statsSize;
   const median = (f: () => void) => {
@@ -205,7 +208,8 @@ export function benchPasses(workers = [1, 2, 4, 8], repeats = 15): PassResult[] 
     region.close();
   }
   for (const g of workers) {
-    const arena = ExchangeArena.forRun(total, g);
+    const arena = ExchangeArena.forRun(total, g, 1);
+    const threaded = ExchangeArena.forRun(total, g);
     const grads = Array.from({ length: g }, (_, r) => arena.adopt(Float32Array.from({ length: n }, (_, i) => Math.sin(i + r) * 1e-3)));
     const plain = grads.map((a) => a.slice());
     const weights = arena.adopt(new Float32Array(total).fill(0.5));
@@ -215,6 +219,13 @@ export function benchPasses(workers = [1, 2, 4, 8], repeats = 15): PassResult[] 
     const mean = new Float32Array(n);
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: JavaScript (average.ts, sgd.ts)`, ms: median(() => sgdStep(w2.subarray(0, n), averageInto(mean, plain), { velocity: v2 }, 0.005, 0.9)) });
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: WebAssembly SIMD, one pass (kernels.ts)`, ms: median(() => arena.meanSgd(weights.subarray(0, n), velocity, grads, 0.005, 0.9)) });
+    // The same on the run's threads (kernels.ts: this one and a helper per further core, up to 4).
+    const tg = grads.map((a) => threaded.adopt(a));
+    const tw = threaded.adopt(weights);
+    const tv = threaded.adopt(velocity);
+    await threaded.ready();
+    out.push({ pass: `mean of ${g} + momentum SGD + NaN check: WebAssembly SIMD on ${threaded.threads} threads`, ms: median(() => threaded.meanSgd(tw.subarray(0, n), tv, tg, 0.005, 0.9)) });
+    await threaded.close();
   }
   return out;
 }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { averageInto } from '../src/coordinator/optim/average.js';
-import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
+import { ExchangeArena, SPLIT_MIN } from '../src/coordinator/optim/kernels.js';
 import { KERNELS_WASM_BASE64 } from '../src/coordinator/optim/kernels-wasm.js';
 import { sgdStep } from '../src/coordinator/optim/sgd.js';
 // @ts-expect-error: a JavaScript build tool without type declarations
@@ -110,6 +110,43 @@ describe('ExchangeArena kernels', () => {
     const view = receive('grads', 16)!;
     expect([view.byteLength, view.buffer === a.buffer, receive('grads', 16) === view || receive('grads', 16)!.byteOffset === view.byteOffset]).toEqual([16, true, true]);
     expect([receive('x', 16), receive('grads', 6)]).toEqual([undefined, undefined]);
+  });
+
+  it('split the update over helper threads with the same bits, and report a non-finite value in any share', async () => {
+    // Three threads; a length that leaves the last share a tail that is not whole SIMD lanes.
+    const n = 2 * SPLIT_MIN + 7;
+    const arena = new ExchangeArena(24 * (n + 8), 4, 3);
+    try {
+      expect(await arena.ready()).toBe(3);
+      for (const count of [1, 2, 3, 4]) {
+        const grads = Array.from({ length: count }, (_, r) => arena.adopt(values(n, r + 5).map((v) => (Math.abs(v) > 1e30 ? v * 1e-30 : v))));
+        const weights = arena.adopt(values(n, 11));
+        const velocity = arena.adopt(values(n, 12).map((v) => v * 1e-3));
+        const [w, v] = [weights.slice(), velocity.slice()];
+        const ok = arena.meanSgd(weights, velocity, grads, 0.005, 0.9);
+        const want = sgdStep(w, averageInto(new Float32Array(n), grads.map((g) => g.slice())), { velocity: v }, 0.005, 0.9);
+        expect([ok, arena.threadsUsed], `${count} replicas`).toEqual([want, 3]);
+        expect(Buffer.from(weights.buffer, weights.byteOffset, 4 * n).equals(Buffer.from(w.buffer)), `${count} replicas: weights`).toBe(true);
+        expect(Buffer.from(velocity.buffer, velocity.byteOffset, 4 * n).equals(Buffer.from(v.buffer)), `${count} replicas: velocity`).toBe(true);
+      }
+      // A NaN in this thread's share, in a helper's, and in the last share's tail.
+      for (const at of [3, SPLIT_MIN + 100, n - 1]) {
+        const g = [arena.slot('g0', n)!, arena.slot('g1', n)!];
+        const [w, v] = [arena.slot('w', n)!, arena.slot('v', n)!];
+        g[0].fill(0.5);
+        g[1].fill(0.25);
+        g[1][at] = Number.NaN;
+        expect(arena.meanSgd(w.fill(1), v.fill(0), g, 0.1, 0.9), `NaN at ${at}`).toBe(false);
+        g[1][at] = 0.25;
+        expect(arena.meanSgd(w.fill(1), v.fill(0), g, 0.1, 0.9), `no NaN, after one at ${at}`).toBe(true);
+      }
+      // Short arrays are not worth a thread.
+      const small = [arena.adopt(values(100, 1))];
+      arena.meanSgd(arena.adopt(values(100, 2)), arena.adopt(new Float32Array(100)), small, 0.1, 0.9);
+      expect(arena.threadsUsed).toBe(1);
+    } finally {
+      await arena.close();
+    }
   });
 
   it('refuse arrays of different lengths, and no arrays, as bugs', () => {

@@ -12,10 +12,12 @@ const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), '../src/coor
 export async function assembleKernels() {
   const wabt = await wabtInit();
   const source = readFileSync(path.join(dir, 'kernels.wat'), 'utf8');
-  const module = wabt.parseWat('kernels.wat', source, { simd: true });
+  const module = wabt.parseWat('kernels.wat', source, { simd: true, threads: true });
   try {
-    module.validate();
-    return Buffer.from(module.toBinary({}).buffer);
+    // wabt's validator refuses a shared memory even with threads on (1.0.39): V8 validates instead.
+    const bytes = Buffer.from(module.toBinary({}).buffer);
+    if (!WebAssembly.validate(bytes)) throw new Error('kernels.wat does not assemble to a valid module');
+    return bytes;
   } finally {
     module.destroy();
   }

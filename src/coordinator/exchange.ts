@@ -30,11 +30,14 @@ export interface RunExchange {
   close(): void;
 }
 
-/** `map: false` keeps the regions read/write even where they could be mapped (benchmarks compare the two). */
-export function createExchange(sizes: { totalSize: number; trainableSize: number }, workers: number, o: { map?: boolean } = {}): RunExchange {
+/**
+ * `map: false` keeps the regions read/write even where they could be mapped, and `threads` sets the
+ * update's threads (default: one per core, up to 4): benchmarks compare them.
+ */
+export function createExchange(sizes: { totalSize: number; trainableSize: number }, workers: number, o: { map?: boolean; threads?: number } = {}): RunExchange {
   const { totalSize, trainableSize } = sizes;
   const dir = bulkDirectory(4 * totalSize * (workers + 2));
-  const arena = ExchangeArena.forRun(totalSize, workers);
+  const arena = ExchangeArena.forRun(totalSize, workers, o.threads);
   // Every region allocated now (in the temp folder where /dev/shm has no room): a /dev/shm that fills
   // during the run cannot fail a write that lands in them.
   const shared = new SharedState(BulkFile.createReserved(dir, 4 * totalSize));
@@ -48,9 +51,11 @@ export function createExchange(sizes: { totalSize: number; trainableSize: number
     shared,
     replies,
     mapped,
-    mode: mode(mapped, map, dir),
+    mode: `${mode(mapped, map, dir)}, update on ${arena.threads} thread${arena.threads > 1 ? 's' : ''}`,
     close: () => {
       for (const f of [shared.file, ...replies]) f.close();
+      // The helper threads end by themselves once told (and never hold the process meanwhile).
+      void arena.close();
     },
   };
 }

@@ -110,10 +110,10 @@ export class BulkFile {
    * coordinator's exchange arena). False, and nothing mapped, without the addon or when the reservation
    * fails (a full /dev/shm): the file is then read and written as before.
    */
-  mapAt(buffer: ArrayBuffer, byteOffset: number, bytes: number): boolean {
+  mapAt(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, bytes: number): boolean {
     return this.reserved(bytes, (shm) => {
-      shm.mapInto(buffer, byteOffset, bytes, this.fd);
-      return new Uint8Array(buffer, byteOffset, bytes);
+      shm.mapInto(buffer instanceof SharedArrayBuffer ? new Uint8Array(buffer) : buffer, byteOffset, bytes, this.fd);
+      return new Uint8Array(buffer as ArrayBuffer, byteOffset, bytes);
     });
   }
 

@@ -87,8 +87,8 @@ static napi_value map(napi_env env, napi_callback_info info) {
 }
 
 /*
- * mapInto(arrayBuffer, byteOffset, bytes, fd): the file's first `bytes` take the place of those bytes of
- * the buffer (a WebAssembly memory that never grows: V8 changes its pages only when it grows or is freed).
+ * mapInto(buffer, byteOffset, bytes, fd): the file's first `bytes` take the place of those bytes of
+ * the buffer (an ArrayBuffer, or a Uint8Array over all of a SharedArrayBuffer) (a WebAssembly memory that never grows: V8 changes its pages only when it grows or is freed).
  */
 static napi_value map_into(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -96,7 +96,18 @@ static napi_value map_into(napi_env env, napi_callback_info info) {
   void *data;
   size_t size;
   if (!args(env, info, 4, argv)) return NULL;
-  if (napi_get_arraybuffer_info(env, argv[0], &data, &size) != napi_ok) {
+  /* A Uint8Array over the whole buffer stands for a SharedArrayBuffer (a shared WebAssembly memory), which
+   * N-API before Node 22 cannot take as such; its data pointer is the buffer's. */
+  bool typed = false;
+  napi_typedarray_type type;
+  napi_value backing;
+  size_t view_offset = 0;
+  if (napi_is_typedarray(env, argv[0], &typed) == napi_ok && typed) {
+    if (napi_get_typedarray_info(env, argv[0], &type, &size, &data, &backing, &view_offset) != napi_ok || type != napi_uint8_array || view_offset != 0) {
+      napi_throw_type_error(env, NULL, "shm.mapInto: a Uint8Array over a whole buffer was expected: this is a bug");
+      return NULL;
+    }
+  } else if (napi_get_arraybuffer_info(env, argv[0], &data, &size) != napi_ok) {
     napi_throw_type_error(env, NULL, "shm.mapInto: an ArrayBuffer was expected: this is a bug");
     return NULL;
   }

@@ -17,15 +17,18 @@ export interface SharedMemory {
   reserve(fd: number, bytes: number): void;
   /** An ArrayBuffer over the file's first `bytes`, shared with every process that maps the file. */
   map(fd: number, bytes: number): ArrayBuffer;
-  /** The file's first `bytes` replace `bytes` bytes of `buffer` at `byteOffset` (whole pages). */
-  mapInto(buffer: ArrayBuffer, byteOffset: number, bytes: number, fd: number): void;
+  /**
+   * The file's first `bytes` replace `bytes` bytes of `buffer` at `byteOffset` (whole pages). A shared
+   * buffer (the exchange arena's WebAssembly memory) goes as a Uint8Array over all of it.
+   */
+  mapInto(buffer: ArrayBuffer | Uint8Array<SharedArrayBuffer>, byteOffset: number, bytes: number, fd: number): void;
 }
 
 interface Addon {
   pageSize(): number;
   reserve(fd: number, bytes: number): void;
   map(fd: number, bytes: number): ArrayBuffer;
-  mapInto(buffer: ArrayBuffer, byteOffset: number, bytes: number, fd: number): void;
+  mapInto(buffer: ArrayBuffer | Uint8Array<SharedArrayBuffer>, byteOffset: number, bytes: number, fd: number): void;
 }
 
 let loaded: SharedMemory | null | undefined;

@@ -3,8 +3,9 @@
 declare global {
   namespace WebAssembly {
     class Memory {
-      constructor(descriptor: { initial: number; maximum?: number });
-      readonly buffer: ArrayBuffer;
+      constructor(descriptor: { initial: number; maximum?: number; shared?: boolean });
+      /** A SharedArrayBuffer for a shared memory (the exchange arena's). */
+      readonly buffer: ArrayBuffer | SharedArrayBuffer;
     }
     class Module {
       constructor(bytes: Uint8Array);

@@ -5,8 +5,9 @@
 ;;          count 1 is a plain copy.
 ;;   sgd:   v ← f32(f32(m·v) − f32(lr·g));  w ← f32(w + v)  — float32 operations, as Math.fround gives.
 ;; All pointers are byte offsets into the imported memory; `parts` points at `count` i32 pointers.
+;; The memory is shared: helper threads (kernel-thread.mjs) run meanSgd on parts of the same arrays.
 (module
-  (import "env" "memory" (memory 1))
+  (import "env" "memory" (memory 1 65536 shared))
 
   ;; The mean of the parts' four float32 lanes at byte offset `at`.
   (func $mean4 (param $parts i32) (param $count i32) (param $at i32) (result v128)
