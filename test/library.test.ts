@@ -99,6 +99,7 @@ describe('train(options) with bad options', () => {
     [{ output: 'p.png', model: 'resnet' as 'tiny' }, 'model must be one of minigooglenet, small, tiny. Received: model=resnet'],
     [{ output: 'p.png', gpus: 2 }, 'gpus 2 asks for more GPUs than this machine has. Found 0: none'],
     [{ output: 'p.png', download: 'yes' as unknown as boolean }, 'download must be true or false. Received: download=yes'],
+    [{ output: 'p.png', preset: 'fast' as 'quick' }, 'preset must be one of quick. Received: preset=fast'],
   ])('%j → %s', async (options, message) => {
     expect(await rejection(options)).toBe(message);
   });
