@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     // Side by side in one run, this VM drifting ±20 % between runs: the exchange as run.ts does it (mapped
     // where the addon is built), the same kernels over read/write regions, and the JavaScript passes.
     const rows: OverheadResult[] = [];
-    const exchanges = sharedMemory() ? (['mapped', 'mapped, 1 thread', 'wasm', 'js'] as const) : (['wasm', 'js'] as const);
+    const exchanges = sharedMemory() ? (['mapped', 'mapped, 2 threads', 'wasm', 'js'] as const) : (['wasm', 'js'] as const);
     for (const exchange of exchanges) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40, exchange)));
     results.overhead = rows;
     console.log('\nCoordinator overhead: fake workers computing 15 ms per step, MiniGoogLeNet-sized state');

@@ -7,7 +7,7 @@
  */
 import { averageInto } from '../src/coordinator/optim/average.js';
 import { createExchange, type RunExchange } from '../src/coordinator/exchange.js';
-import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
+import { ExchangeArena, exchangeThreads } from '../src/coordinator/optim/kernels.js';
 import { DEFAULTS } from '../src/config/config.js';
 import { sgdStep } from '../src/coordinator/optim/sgd.js';
 import { BulkFile, bulkDirectory } from '../src/protocol/bulk.js';
@@ -104,12 +104,13 @@ export interface OverheadResult {
 }
 
 /**
- * 'mapped': run.ts's exchange (the regions mapped in the arena, shm.ts, the update on one thread per core up
- * to 4); 'mapped, 1 thread': the same on the coordinator's thread alone; 'wasm': the same kernels with the
+ * 'mapped': run.ts's exchange (the regions mapped in the arena, shm.ts, the update on the threads
+ * exchangeThreads gives); 'mapped, 2 threads': the same with the update on two threads whatever the cores;
+ * 'wasm': the same kernels with the
  * regions read and written (the exchange before mapping); 'js': the gradients in the channels' own
  * buffers, averaged and applied by average.ts and sgd.ts (before the kernels).
  */
-export type Exchange = 'mapped' | 'mapped, 1 thread' | 'wasm' | 'js';
+export type Exchange = 'mapped' | 'mapped, 2 threads' | 'wasm' | 'js';
 
 /** Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. */
 export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped'): Promise<OverheadResult[]> {
@@ -125,7 +126,8 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
     for (const g of workerCounts) {
       const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
       const mapped = exchange.startsWith('mapped');
-      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: mapped, threads: exchange === 'mapped' ? undefined : 1 });
+      const threads = exchange === 'mapped' ? undefined : exchange === 'mapped, 2 threads' ? 2 : 1;
+      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: mapped, threads });
       if (mapped && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
       await regions?.arena.ready();
       const arena = regions?.arena;
@@ -209,7 +211,7 @@ export async function benchPasses(workers = [1, 2, 4, 8], repeats = 15): Promise
   }
   for (const g of workers) {
     const arena = ExchangeArena.forRun(total, g, 1);
-    const threaded = ExchangeArena.forRun(total, g);
+    const threaded = ExchangeArena.forRun(total, g, Math.max(2, exchangeThreads(0)));
     const grads = Array.from({ length: g }, (_, r) => arena.adopt(Float32Array.from({ length: n }, (_, i) => Math.sin(i + r) * 1e-3)));
     const plain = grads.map((a) => a.slice());
     const weights = arena.adopt(new Float32Array(total).fill(0.5));
@@ -219,7 +221,7 @@ export async function benchPasses(workers = [1, 2, 4, 8], repeats = 15): Promise
     const mean = new Float32Array(n);
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: JavaScript (average.ts, sgd.ts)`, ms: median(() => sgdStep(w2.subarray(0, n), averageInto(mean, plain), { velocity: v2 }, 0.005, 0.9)) });
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: WebAssembly SIMD, one pass (kernels.ts)`, ms: median(() => arena.meanSgd(weights.subarray(0, n), velocity, grads, 0.005, 0.9)) });
-    // The same on the run's threads (kernels.ts: this one and a helper per further core, up to 4).
+    // The same split over threads: one per core, at least two (kernels.ts; a run takes only the cores no worker needs).
     const tg = grads.map((a) => threaded.adopt(a));
     const tw = threaded.adopt(weights);
     const tv = threaded.adopt(velocity);

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { averageInto } from '../src/coordinator/optim/average.js';
-import { ExchangeArena, SPLIT_MIN } from '../src/coordinator/optim/kernels.js';
+import { ExchangeArena, exchangeThreads, SPLIT_MIN } from '../src/coordinator/optim/kernels.js';
 import { KERNELS_WASM_BASE64 } from '../src/coordinator/optim/kernels-wasm.js';
 import { sgdStep } from '../src/coordinator/optim/sgd.js';
 // @ts-expect-error: a JavaScript build tool without type declarations
@@ -147,6 +147,10 @@ describe('ExchangeArena kernels', () => {
     } finally {
       await arena.close();
     }
+  });
+
+  it('give a run helper threads only on cores no worker needs, four threads at most', () => {
+    expect([[1, 2], [2, 2], [4, 2], [1, 3], [4, 6], [4, 16], [8, 32], [8, 8]].map(([g, cores]) => exchangeThreads(g, cores))).toEqual([1, 1, 1, 2, 2, 4, 4, 1]);
   });
 
   it('refuse arrays of different lengths, and no arrays, as bugs', () => {

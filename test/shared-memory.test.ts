@@ -168,10 +168,16 @@ describe.skipIf(!shm)('a run\'s exchange regions', () => {
 });
 
 /** Fake-compute workers (src/worker/fake.ts) trained for `steps` steps through `exchange`; one is killed mid-run when asked. */
-async function trainFake(map: boolean, killAtStep?: number): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[] }> {
-  const sizes = { totalSize: 40_000 + 24, trainableSize: 40_000 };
+async function trainFake(
+  map: boolean,
+  o: { killAtStep?: number; threads?: number } = {},
+): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[]; threadsUsed: number }> {
+  const { killAtStep } = o;
+  // Over SPLIT_MIN trainable values, so that an update on several threads is split.
+  const sizes = { totalSize: 70_000 + 24, trainableSize: 70_000 };
   const G = 2;
-  const exchange = createExchange(sizes, G, { map });
+  const exchange = createExchange(sizes, G, { map, threads: o.threads ?? 1 });
+  await exchange.arena.ready();
   const config = (rank: number): WorkerConfig => ({
     rank,
     model: { name: 'tiny', width: 8, height: 8, depth: 3, classes: 4, seed: 1 },
@@ -210,7 +216,7 @@ async function trainFake(map: boolean, killAtStep?: number): Promise<{ weights: 
       freshState(weights, sizes.trainableSize),
       { onStep: (s) => steps.push(s) },
     );
-    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps };
+    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps, threadsUsed: exchange.arena.threadsUsed };
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
@@ -218,10 +224,11 @@ async function trainFake(map: boolean, killAtStep?: number): Promise<{ weights: 
 }
 
 describe.skipIf(!shm)('training through worker processes over mapped regions', () => {
-  it('gives the same bits as read/write regions, and the same after a worker is killed mid-step and replaced', async () => {
-    const [readWrite, mapped, replaced] = [await trainFake(false), await trainFake(true), await trainFake(true, 3)];
+  it('gives the same bits as read/write regions, with the update on two threads, and after a worker is killed mid-step and replaced', async () => {
+    const [readWrite, mapped, replaced] = [await trainFake(false), await trainFake(true, { threads: 2 }), await trainFake(true, { killAtStep: 3 })];
     expect(readWrite.mapped).toBe(false);
     expect(mapped.mapped).toBe(true);
+    expect([readWrite.threadsUsed, mapped.threadsUsed]).toEqual([1, 2]);
     expect(mapped.steps).toHaveLength(6);
     // Training moved the weights (fake gradients depend on the shard and on weights[0])...
     expect(Buffer.from(mapped.weights.buffer).equals(Buffer.from(Float32Array.from({ length: mapped.weights.length }, (_, i) => Math.sin(i) * 0.05).buffer))).toBe(false);

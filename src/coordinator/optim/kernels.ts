@@ -11,8 +11,9 @@
  *
  * The memory is shared, so that helper threads (kernel-thread.mjs) run the fused pass on their share of
  * the arrays while this thread runs its own: each value's arithmetic is the same whoever computes it, so
- * the result is the same bits with one thread or four. Two threads were 1.6–1.9× faster than one for 1 to
- * 8 replicas of MiniGoogLeNet's gradients on this 2-core VM (`npm run bench -- --only passes`).
+ * the result is the same bits with one thread or four. Alone, two threads were 1.5–2× faster than one for 1
+ * to 4 replicas of MiniGoogLeNet's gradients on this 2-core VM (`npm run bench -- --only passes`); a run
+ * uses them where cores are spare (exchangeThreads).
  */
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -38,9 +39,15 @@ export const SPLIT_MIN = 65_536;
 /** How long the coordinator waits for a helper's share before calling it a bug (a helper never takes this long). */
 const HELPER_TIMEOUT_MS = 60_000;
 
-/** Threads for a run's exchange: this one and up to three helpers, one per core (memory bandwidth saturates before four). */
-export function exchangeThreads(): number {
-  return Math.max(1, Math.min(4, os.availableParallelism()));
+/**
+ * Threads for a run's update with `workers` worker processes: this one and a helper per core that no worker
+ * needs, up to four in all (memory bandwidth saturates before more). A helper on a core a worker or the
+ * augmentation also wants waits for its time slice while this thread waits for it: on this project's 2-core
+ * VM two threads made one worker's step 0.4–1.0 ms slower end to end although the pass alone took 0.6 ms
+ * less, and four workers' 1–4 ms faster (bench/RUNTIME.md).
+ */
+export function exchangeThreads(workers: number, cores = os.availableParallelism()): number {
+  return Math.max(1, Math.min(4, cores - workers));
 }
 
 interface Helper {
@@ -144,7 +151,7 @@ export class ExchangeArena {
    * `workers` ranks' gradients and statistics, with a page of slack around each array a region may be
    * mapped over (mapSlot).
    */
-  static forRun(totalSize: number, workers: number, threads = exchangeThreads()): ExchangeArena {
+  static forRun(totalSize: number, workers: number, threads = exchangeThreads(workers)): ExchangeArena {
     const page = (sharedMemory()?.pageSize ?? 4096) / 4;
     return new ExchangeArena(2 * totalSize + workers * (totalSize + 8) + 2 * page * (workers + 2), workers, threads);
   }
