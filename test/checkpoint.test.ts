@@ -8,6 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openFilesUnder } from './helpers/fds.js';
 import type { ShapingConfig } from '../src/config/config.js';
 import { isTrainpoolError } from '../src/util/errors.js';
 import { listCheckpoints, newestValidCheckpoint, readCheckpoint, writeCheckpoint, type CheckpointData } from '../src/coordinator/checkpoint.js';
@@ -166,13 +167,10 @@ describe('checkpoint files', () => {
 });
 
 describe('checkpoint edges', () => {
-  /** Open file descriptors of this process (Linux): a write or read that leaks one shows here. */
-  const openFds = () => readdirSync('/proc/self/fd').length;
-
   it('closes its file after writing', () => {
-    const before = openFds();
+    expect(openFilesUnder(dir)).toEqual([]);
     for (let i = 0; i < 5; i++) writeCheckpoint(dir, data(i + 1));
-    expect(openFds()).toBe(before);
+    expect(openFilesUnder(dir)).toEqual([]);
   });
 
   it('gives every refusal the CHECKPOINT code, and a --resume refusal lists each bad file, separated by "; "', () => {

@@ -1,7 +1,8 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, truncateSync, unlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, unlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openFilesUnder } from './helpers/fds.js';
 import {
   CIFAR10_CLASS_NAMES,
   checkCifar10,
@@ -134,12 +135,11 @@ describe('cifarRecordsToHwc, and the files the reader opens', () => {
 
   it('closes every file it read', async () => {
     writeCifarFiles(root, 3);
-    const openFds = () => readdirSync('/proc/self/fd').length;
-    const before = openFds();
+    expect(openFilesUnder(root)).toEqual([]);
     await readCifar10(root, { recordsPerFile: 3 });
     await readCifar10(root, { recordsPerFile: 3, limitTrain: 4 });
     // FileHandle.close is awaited inside the reader, so nothing is still closing here.
-    expect(openFds()).toBe(before);
+    expect(openFilesUnder(root)).toEqual([]);
   });
 });
 
