@@ -32,7 +32,7 @@ export class ShardPrefetcher {
     private readonly depth: number,
     private readonly lastEpoch: number,
     /** Whether training shards are augmented (--no-augment: only mean-subtracted). */
-    private readonly augment = true,
+    private readonly augment: boolean,
   ) {}
 
   /** The shards of (epoch, step) for every rank, and requests for the next `depth` steps. */

@@ -130,7 +130,8 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const current: VersionedState = { version: 0, data: weights };
   const preciseBn = stats.length > 0 ? (o.preciseBn ?? 0) : 0;
   if (preciseBn > 0) checkStatisticsBatches({ trainCount: o.trainCount, batchSize: o.batchSize }, preciseBn);
-  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1, o.augment ?? true);
+  const augment = o.augment ?? true;
+  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1, augment);
 
   try {
     for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
@@ -181,7 +182,7 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
       }
       // 8. With --precise-bn, the statistics the validation and the checkpoint see are recomputed first.
       if (preciseBn > 0) {
-        stats.set(await recomputeStatistics(clients, shards, current, { ...o, epoch, count: preciseBn, size: stats.length }));
+        stats.set(await recomputeStatistics(clients, shards, current, { ...o, augment, epoch, count: preciseBn, size: stats.length }));
         current.version++;
       }
       // 9. Validation on the whole test set, split across the workers, in inference mode.
@@ -222,11 +223,11 @@ async function recomputeStatistics(
   clients: ReplicaClient[],
   shards: ShardMaker,
   current: VersionedState,
-  o: TrainerOptions & { epoch: number; count: number; size: number },
+  o: TrainerOptions & { augment: boolean; epoch: number; count: number; size: number },
 ): Promise<Float64Array> {
   const batches = statisticsBatches(o, o.epoch, o.count);
   const perBatch: Float32Array[] = new Array(batches.length);
-  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: o.augment ?? true });
+  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: o.augment });
   await Promise.all(
     clients.map(async (client, r) => {
       let next = r < batches.length ? make(r) : null;

@@ -112,7 +112,7 @@ export class BulkFile {
    */
   mapAt(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, bytes: number): boolean {
     return this.reserved(bytes, (shm) => {
-      shm.mapInto(buffer instanceof SharedArrayBuffer ? new Uint8Array(buffer) : buffer, byteOffset, bytes, this.fd);
+      shm.mapInto(buffer, byteOffset, bytes, this.fd);
       return new Uint8Array(buffer as ArrayBuffer, byteOffset, bytes);
     });
   }
@@ -134,7 +134,7 @@ export class BulkFile {
     if (!shm || this.mapped) return false;
     const reserved = roundUpToPage(bytes, shm.pageSize);
     try {
-      shm.reserve(this.fd, roundUpToPage(Math.max(reserved, fstatSync(this.fd).size), shm.pageSize));
+      shm.reserve(this.fd, roundUpToPage(Math.max(bytes, fstatSync(this.fd).size), shm.pageSize));
       this.mapped = map(shm, reserved);
     } catch {
       return false;

@@ -87,8 +87,9 @@ static napi_value map(napi_env env, napi_callback_info info) {
 }
 
 /*
- * mapInto(buffer, byteOffset, bytes, fd): the file's first `bytes` take the place of those bytes of
- * the buffer (an ArrayBuffer, or a Uint8Array over all of a SharedArrayBuffer) (a WebAssembly memory that never grows: V8 changes its pages only when it grows or is freed).
+ * mapInto(buffer, byteOffset, bytes, fd): the file's first `bytes` take the place of those bytes of the
+ * buffer, an ArrayBuffer or a Uint8Array over all of a SharedArrayBuffer (a WebAssembly memory that never
+ * grows: V8 changes its pages only when it grows or is freed).
  */
 static napi_value map_into(napi_env env, napi_callback_info info) {
   napi_value argv[4];

@@ -17,11 +17,8 @@ export interface SharedMemory {
   reserve(fd: number, bytes: number): void;
   /** An ArrayBuffer over the file's first `bytes`, shared with every process that maps the file. */
   map(fd: number, bytes: number): ArrayBuffer;
-  /**
-   * The file's first `bytes` replace `bytes` bytes of `buffer` at `byteOffset` (whole pages). A shared
-   * buffer (the exchange arena's WebAssembly memory) goes as a Uint8Array over all of it.
-   */
-  mapInto(buffer: ArrayBuffer | Uint8Array<SharedArrayBuffer>, byteOffset: number, bytes: number, fd: number): void;
+  /** The file's first `bytes` replace `bytes` bytes of `buffer` at `byteOffset` (whole pages). */
+  mapInto(buffer: ArrayBuffer | SharedArrayBuffer, byteOffset: number, bytes: number, fd: number): void;
 }
 
 interface Addon {
@@ -43,7 +40,15 @@ export function sharedMemory(): SharedMemory | null {
   }
   try {
     const addon = createRequire(import.meta.url)('../../build/shm.node') as Addon;
-    loaded = { pageSize: addon.pageSize(), reserve: addon.reserve, map: addon.map, mapInto: addon.mapInto };
+    loaded = {
+      pageSize: addon.pageSize(),
+      reserve: addon.reserve,
+      map: addon.map,
+      // N-API before Node 22 takes no SharedArrayBuffer (the exchange arena's shared WebAssembly memory):
+      // the addon takes a Uint8Array over all of one instead.
+      mapInto: (buffer, byteOffset, bytes, fd) =>
+        addon.mapInto(buffer instanceof SharedArrayBuffer ? new Uint8Array(buffer) : buffer, byteOffset, bytes, fd),
+    };
   } catch (e) {
     missing = `build/shm.node not loadable: ${(e as Error).message.split('\n')[0]}`;
     loaded = null;

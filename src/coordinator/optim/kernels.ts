@@ -43,12 +43,14 @@ const HELPER_TIMEOUT_MS = 60_000;
  * Threads for a run's update with `workers` worker processes: this one and a helper per core that no worker
  * needs, up to four in all (memory bandwidth saturates before more). A helper on a core a worker or the
  * augmentation also wants waits for its time slice while this thread waits for it: on this project's 2-core
- * VM two threads made one worker's step 0.4–1.0 ms slower end to end although the pass alone took 0.6 ms
- * less, and four workers' 1–4 ms faster (bench/RUNTIME.md).
+ * VM two threads made one worker's step 0.3–0.6 ms slower end to end (alternated runs) although the pass
+ * alone took 0.6 ms less, and four workers' 1–4 ms faster (bench/RUNTIME.md).
  */
 export function exchangeThreads(workers: number, cores = os.availableParallelism()): number {
   return Math.max(1, Math.min(4, cores - workers));
 }
+
+const NO_HELPERS: readonly Helper[] = [];
 
 interface Helper {
   worker: Worker;
@@ -258,7 +260,7 @@ export class ExchangeArena {
    * done: the shares are a few milliseconds, and the step cannot go on without them.
    */
   private split(w: number, v: number, parts: readonly Float32Array[], n: number, lr: number, momentum: number): boolean {
-    const helpers = n >= SPLIT_MIN ? this.readyHelpers() : [];
+    const helpers = n >= SPLIT_MIN && this.helpers.length > 0 ? this.readyHelpers() : NO_HELPERS;
     const share = Math.ceil(n / (helpers.length + 1) / 4) * 4;
     const c = this.control;
     const generation = ++this.generation;
