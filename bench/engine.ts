@@ -37,10 +37,13 @@
  * replay would cut to a few), and sameProgramAcrossSteps, whether the two steps (other dropout seeds) were
  * one program, the premise of that replay. Null elsewhere.
  *
- * Then on webgpu the same step replayed (a second replica, replay on: its first step records): replayedMsPerStep
- * and replayedImgPerSec, encodeMsPerStep (host time of a replayed step up to its submit, the median over the
- * steps: writing the inputs, encoding the recorded passes, submitting; the GPU's work is not in it) and its
- * parts (encodePhases), replayedApiCallsPerStep, replayedBufferBytes (the buffers a replayed step owns) and
+ * Then on webgpu the same step replayed (a second replica, replay on: its first step records; every step gets
+ * its weights by setState, as a worker's does): replayedMsPerStep and replayedImgPerSec, encodeMsPerStep (host
+ * time of a replayed step from its start up to its submit, the median over the steps: writing the shard,
+ * encoding the commands where they were not encoded ahead, submitting; the GPU's work is not in it) and
+ * encodePhases: those three parts, aheadMs (encoding the next step's commands right after the submit, while
+ * the GPU runs this one) and weightsMs (setState copying the weights where the step reads them, when they
+ * arrive); replayedApiCallsPerStep, replayedBufferBytes (the buffers the replayed steps own) and
  * replayedKernelsPerStep (tfjs kernels in a replayed step, from tf.profile: 0). Null elsewhere.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -78,10 +81,10 @@ export interface EngineResult {
   /** webgpu: the same steps replayed (src/engine/replay/replay.ts), measured after the eager ones. */
   replayedMsPerStep: number | null;
   replayedImgPerSec: number | null;
-  /** Host time of a replayed step before it waits for the GPU: writing inputs, encoding, submitting. */
+  /** Host time of a replayed step before the GPU starts it: writing the shard, encoding unless done ahead, submitting. */
   encodeMsPerStep: number | null;
-  /** encodeMsPerStep in parts (medians): writing the inputs, encoding the commands, submitting. */
-  encodePhases: { writeMs: number; commandsMs: number; submitMs: number } | null;
+  /** encodeMsPerStep in parts (medians), and the host's other work for a step: encoding ahead, copying the weights in. */
+  encodePhases: { writeMs: number; commandsMs: number; submitMs: number; aheadMs: number; weightsMs: number } | null;
   /** Bytes of the buffers a replayed step owns, beside tfjs' pool. */
   replayedBufferBytes: number | null;
   replayedApiCallsPerStep: number | null;
@@ -174,19 +177,27 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
 async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Float32Array, labels: Uint8Array, steps: number) {
   const replica = new Replica(spec, { replay: true });
   try {
-    replica.setState(await replica.getState());
+    const state = await replica.getState();
+    replica.setState(state);
     await replica.computeGradients({ x, labels }, 0); // eager, and records
     if (!replica.replaying(labels.length)) throw new Error('bench:engine: the step could not be recorded for replay (its reason is on stderr)');
     const profile = await tf.profile(async () => void (await replica.computeGradients({ x, labels }, 1)));
     const each: NonNullable<ReturnType<Replica['replayStats']>>[] = [];
     const started = performance.now();
     for (let s = 0; s < steps; s++) {
+      replica.setState(state);
       await replica.computeGradients({ x, labels }, s + 2);
       each.push(replica.replayStats(labels.length)!);
     }
     const msPerStep = (performance.now() - started) / steps;
     // Medians: one step preempted on this VM (or a GC) is not the host's share.
-    const phases = { writeMs: median(each.map((e) => e.phases.writeMs)), commandsMs: median(each.map((e) => e.phases.commandsMs)), submitMs: median(each.map((e) => e.phases.submitMs)) };
+    const phases = {
+      writeMs: median(each.map((e) => e.phases.writeMs)),
+      commandsMs: median(each.map((e) => e.phases.commandsMs)),
+      submitMs: median(each.map((e) => e.phases.submitMs)),
+      aheadMs: median(each.map((e) => e.phases.aheadMs)),
+      weightsMs: median(each.map((e) => e.stateMs)),
+    };
     return { msPerStep, encodeMs: median(each.map((e) => e.encodeMs)), phases, calls: each[0].calls, bytes: each[0].bytes, kernels: profile.kernels.length };
   } finally {
     replica.dispose();
@@ -285,7 +296,7 @@ async function cli(): Promise<void> {
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
         'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-', 'API calls': r.apiCallsPerStep ?? '-', 'same program': r.sameProgramAcrossSteps ?? '-',
-        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'write/commands/submit ms': r.encodePhases ? [r.encodePhases.writeMs, r.encodePhases.commandsMs, r.encodePhases.submitMs].map((v) => v.toFixed(2)).join(' / ') : '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
+        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'shard/commands/submit ms': r.encodePhases ? [r.encodePhases.writeMs, r.encodePhases.commandsMs, r.encodePhases.submitMs].map((v) => v.toFixed(2)).join(' / ') : '-', 'ahead ms': r.encodePhases?.aheadMs.toFixed(2) ?? '-', 'weights in ms': r.encodePhases?.weightsMs.toFixed(2) ?? '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
       },
     ]);
   }

@@ -7,7 +7,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend } from '../src/engine/backend.js';
-import { RecordingError, ReplayedStep } from '../src/engine/replay/replay.js';
+import { RecordingError, ReplayedStep, WeightStage, webgpuDevice } from '../src/engine/replay/replay.js';
 import { Replica } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
 import { webgpuAvailability } from './helpers/webgpu.js';
@@ -70,6 +70,9 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
           expect(profile.kernels).toHaveLength(0);
           expect(profile.newTensors).toBe(0);
           expect(tf.memory().numTensors).toBe(tensors);
+          // Each step submits the commands encoded during the GPU work of the step before it (the first one:
+          // the recording's check of its probe).
+          expect(replayed.replayStats(batch)!.encodedAhead).toBe(true);
         }
         expect(replayed.replaying(batch)).toBe(true);
       }
@@ -79,6 +82,79 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
       expect(bits(await replayed.getState())).toEqual(bits(await eager.getState()));
     });
   }, 180_000);
+
+  it('record a second batch size on the weights of the first, and go back and forth bit for bit', async () => {
+    // An epoch's last batch is smaller: its recording binds the same WeightStage, whose probe weights must
+    // not be left behind in the replica's state.
+    await withPair(2, async (replayed, eager) => {
+      const rng = new Rng(5);
+      const state = await eager.getState();
+      const shardOf = (n: number) => ({ x: Float32Array.from({ length: n * 32 * 32 * 3 }, () => rng.next() - 0.5), labels: Uint8Array.from({ length: n }, () => Math.floor(rng.next() * 10)) });
+      // 8 records, 8 replays, 3 records on the stage that holds the replica's weights, 3 and 8 replay. The
+      // step after the second recording gets no new state: it runs on what the recording put back, with the
+      // BN statistics its eager step moved.
+      for (const [step, batch] of [8, 8, 3, 3, 8].entries()) {
+        const shard = shardOf(batch);
+        if (step !== 3) {
+          for (let i = 0; i < state.length; i++) state[i] += 1e-2 * (rng.next() - 0.5);
+          eager.setState(state);
+          replayed.setState(state);
+        }
+        const want = await eager.computeGradients(shard, 70 + step);
+        const got = await replayed.computeGradients(shard, 70 + step);
+        expect(bits(got.grads)).toEqual(bits(want.grads));
+        expect(bits(got.stats)).toEqual(bits(want.stats));
+        expect(Object.is(got.loss, want.loss)).toBe(true);
+      }
+      expect(replayed.replaying(8) && replayed.replaying(3)).toBe(true);
+      // Without setState the next steps start from the BN statistics the last step moved, as eager ones do.
+      const shard = shardOf(3);
+      const want = await eager.computeGradients(shard, 99);
+      expect(bits((await replayed.computeGradients(shard, 99)).grads)).toEqual(bits(want.grads));
+      expect(bits(await replayed.getState())).toEqual(bits(await eager.getState()));
+    });
+  }, 180_000);
+
+  it('keep the weights where the device can bind each variable, and keep them through a step on the GPU', async () => {
+    const handle = await setupBackend('webgpu');
+    const device = webgpuDevice();
+    const variables = [
+      { offset: 0, size: 3 },
+      { offset: 3, size: 100 },
+      { offset: 103, size: 1 },
+    ];
+    const stage = new WeightStage(device, variables);
+    const readBack = device.createBuffer({ size: stage.bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    try {
+      expect(stage.length).toBe(104);
+      expect(stage.slots).toEqual([0, 256, 768]);
+      const flat = Float32Array.from({ length: 104 }, (_, i) => i + 0.5);
+      stage.write(0, flat);
+      // A range across variables' borders, as the BN statistics after the trainable part are written.
+      stage.write(2, Float32Array.of(-1, -2));
+      flat.set([-1, -2], 2);
+      expect(bits(stage.read())).toEqual(bits(flat));
+      stage.unmap();
+      expect(() => stage.write(0, flat)).toThrow('a step is running');
+      const encoder = device.createCommandEncoder();
+      encoder.copyBufferToBuffer(stage.host, 0, stage.gpu, 0, stage.bytes);
+      encoder.copyBufferToBuffer(stage.gpu, 0, readBack, 0, stage.bytes);
+      device.queue.submit([encoder.finish()]);
+      stage.remap();
+      await readBack.mapAsync(GPUMapMode.READ);
+      const onGpu = new Float32Array(readBack.getMappedRange().slice(0));
+      readBack.unmap();
+      variables.forEach((v, i) => expect(bits(onGpu.subarray(stage.slots[i] / 4, stage.slots[i] / 4 + v.size))).toEqual(bits(flat.subarray(v.offset, v.offset + v.size))));
+      // Mapped again for writing, it shows what it held: the replica's state survives the step.
+      await stage.ready();
+      expect(bits(stage.read())).toEqual(bits(flat));
+      expect(() => stage.write(100, new Float32Array(5))).toThrow('values 100–105 of a 104-value state');
+    } finally {
+      readBack.destroy();
+      stage.destroy();
+      await handle.close();
+    }
+  }, 60_000);
 
   it('stays eager, with one line on stderr, where a step cannot be recorded, and its steps still equal eager ones', async () => {
     await withPair(3, async (replica, eager) => {

@@ -6,10 +6,12 @@
  * eagerly through tfjs, then one probe step is recorded and checked, and every later step of that size
  * replays the recording, bit-identical to the eager step, without tfjs. A recording that cannot be made is
  * one line on stderr and eager steps from then on; TRAINPOOL_REPLAY=0 (or `replay: false`) turns replay off.
+ * Once a step is recorded, the state lives in the recordings' WeightStage (engine/replay/weights.ts), a
+ * buffer mapped for the CPU: setState copies the coordinator's weights there, once, and nowhere else.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
-import { ReplayedStep, webgpuDevice } from '../engine/replay/replay.js';
+import { ReplayedStep, WeightStage, webgpuDevice } from '../engine/replay/replay.js';
 import { releaseFreeWebgpuBuffers } from '../engine/tfjs-internals.js';
 import { checkStateSize, layoutHash, layoutOf, readState, statsPart, trainablePart, writeState, type WeightLayout } from './flat.js';
 import { batchStatistics, computeGradients, evaluateShard, type EvaluationSums, type Shard, type ShardGradients } from './gradients.js';
@@ -37,9 +39,15 @@ export class Replica implements Compute {
   private readonly replayWanted: boolean;
   /** Recordings by batch size; null where recording failed (those sizes stay eager). */
   private readonly replays = new Map<number, ReplayedStep | null>();
-  /** The last state set, which the model's variables hold only while `stale` is false. */
+  /**
+   * The last state set, which the model's variables hold only while `stale` is false: here until a step is
+   * recorded, then in `stage` (null here).
+   */
   private state: Float32Array | null = null;
+  private stage: WeightStage | null = null;
   private stale = false;
+  /** Host time of the last setState's copy of the weights where replayed steps read them. */
+  private stateMs = 0;
 
   constructor(
     readonly spec: ModelSpec,
@@ -60,7 +68,10 @@ export class Replica implements Compute {
       if (!this.replayWanted) return;
     }
     // A replayed step takes the weights as bytes: the variables get them only when an eager step needs them.
-    this.state = state.slice();
+    const started = performance.now();
+    if (this.stage) this.stage.write(0, state);
+    else this.state = state.slice();
+    this.stateMs = performance.now() - started;
     this.stale = this.replays.size > 0;
   }
 
@@ -74,24 +85,31 @@ export class Replica implements Compute {
     return this.replays.get(batch) instanceof ReplayedStep;
   }
 
-  /** The last replayed step of `batch` images: its host time (writes, encoding, submit) in parts, WebGPU calls, buffer bytes; null where none. */
-  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; calls: number; bytes: number } | null {
+  /**
+   * The last replayed step of `batch` images: its host time before the GPU (writing the shard, encoding where
+   * not done ahead, submitting) in parts, the weights' copy of the last setState, WebGPU calls, the bytes of
+   * the buffers it owns; null where none.
+   */
+  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; encodedAhead: boolean; stateMs: number; calls: number; bytes: number } | null {
     const r = this.replays.get(batch);
-    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, calls: r.callsPerStep, bytes: r.bytes } : null;
+    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, encodedAhead: r.encodedAhead, stateMs: this.stateMs, calls: r.callsPerStep, bytes: r.bytes + (this.stage ? 2 * this.stage.bytes : 0) } : null;
   }
 
   async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
     const replay = this.replays.get(shard.labels.length);
-    if (replay && this.state) {
-      const { flat, loss, acc } = await replay.run({ weights: this.state, x: shard.x, labels: shard.labels, dropoutSeed });
+    if (replay && this.stage) {
+      const { flat, loss, acc } = await replay.run({ x: shard.x, labels: shard.labels, dropoutSeed });
       const stats = statsPart(this.layout, flat);
       // An eager step moves the variables' BN statistics; so does this one, for what comes next.
-      statsPart(this.layout, this.state).set(stats);
+      this.stage.write(this.layout.trainableSize, stats);
       return { grads: trainablePart(this.layout, flat), stats, loss, acc };
     }
     this.refresh();
     const eager = await computeGradients(this.model, this.layout, shard, dropoutSeed);
-    if (replay === undefined && this.replayWanted && this.state && tf.getBackend() === 'webgpu') await this.record(shard.labels.length);
+    // The step moved the variables' BN statistics; the state kept for replayed steps moves with them.
+    if (this.stage) this.stage.write(this.layout.trainableSize, eager.stats);
+    else if (this.state) statsPart(this.layout, this.state).set(eager.stats);
+    if (replay === undefined && this.replayWanted && (this.state || this.stage) && tf.getBackend() === 'webgpu') await this.record(shard.labels.length);
     return eager;
   }
 
@@ -108,21 +126,30 @@ export class Replica implements Compute {
   dispose(): void {
     for (const r of this.replays.values()) r?.dispose();
     this.replays.clear();
+    this.stage?.destroy();
+    this.stage = null;
     this.model.dispose();
   }
 
   /** Writes the last state into the model's variables where replayed steps (or a recording) left them behind. */
   private refresh(): void {
-    if (!this.stale || !this.state) return;
-    writeState(this.model, this.layout, this.state);
+    if (!this.stale) return;
+    const state = this.stage?.read() ?? this.state;
+    if (!state) return;
+    writeState(this.model, this.layout, state);
     this.stale = false;
   }
 
   private async record(batch: number): Promise<void> {
     const [, height, width, depth] = this.model.inputs[0].shape as number[];
+    // The first recording makes the stage; later ones (other batch sizes) bind the same one.
+    let stage: WeightStage | null = null;
     try {
+      const device = webgpuDevice();
+      stage = this.stage ?? new WeightStage(device, this.layout.entries);
       const step = await ReplayedStep.record({
-        device: webgpuDevice(),
+        device,
+        weights: stage,
         variables: this.layout.entries,
         batch,
         imageSize: height * width * depth,
@@ -135,11 +162,17 @@ export class Replica implements Compute {
         },
       });
       this.replays.set(batch, step);
+      if (!this.stage) {
+        stage.write(0, this.state!);
+        this.stage = stage;
+        this.state = null;
+      }
       // Steps of this size use the recording's buffers from now on; tfjs' pool gives its spare ones back.
       releaseFreeWebgpuBuffers(tf.backend());
     } catch (e) {
       process.stderr.write(`trainpool: webgpu steps of ${batch} images stay eager: recording them failed (${(e as Error).message})\n`);
       this.replays.set(batch, null);
+      if (stage !== this.stage) stage?.destroy();
     }
     // The probe step wrote its own weights into the variables.
     this.stale = true;

@@ -11,17 +11,24 @@
  * the CPU fills with which input (or once, with a constant), and one command buffer. Then the probe is
  * replayed and its results must equal the eager step's bit for bit, or recording fails.
  *
- * A replayed step is: the flat weights, the images, the labels and each dropout mask copied into one mapped
- * staging buffer; one command buffer (those copied into the buffers the step reads, then the recorded passes
- * and copies, less the uploads' staging copies and the submits between them); one submit; one read-back.
+ * A replayed step is: the images, the labels and each dropout mask copied into one mapped staging buffer (the
+ * weights are already in theirs, weights.ts: the replica's state lives there); one command buffer (both
+ * copied to the GPU, each input at an offset the recorded dispatches bind, then the recorded passes and
+ * copies, less the uploads' staging copies and the submits between them); one submit; one read-back. The
+ * command buffer is encoded during the previous step's GPU work, so the host's part of a step that the GPU
+ * waits for is writing the shard and submitting.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { captureGpuWork } from './capture.js';
 import { sameBits } from '../../util/bytes.js';
 import { identify, maskDrawer, maskValues, probeInputs, RecordingError, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
-import { planStep, READ_BACK, type PlanCommand, type StepPlan } from './plan.js';
+import { planStep, READ_BACK, type PlanBuffer, type PlanCommand, type StepPlan } from './plan.js';
+import { WeightStage } from './weights.js';
 
-export { RecordingError, type StepInputs, type StepOutputs, type VariableSpan };
+export { RecordingError, WeightStage, type StepInputs, type StepOutputs, type VariableSpan };
+
+/** A step's inputs other than the weights, which are in the replica's WeightStage. */
+export type ShardInputs = Omit<StepInputs, 'weights'>;
 
 export interface RecordOptions {
   device: GPUDevice;
@@ -35,6 +42,8 @@ export interface RecordOptions {
   weightsSize: number;
   /** The rates of the model's Dropout layers: what a mask upload may be (see MaskForm). */
   dropoutRates: number[];
+  /** Where the replica keeps its weights: the recording binds its GPU copy (its contents are kept). */
+  weights: WeightStage;
 }
 
 type Command =
@@ -44,10 +53,10 @@ type Command =
   | { kind: 'endPass' }
   | { kind: 'copy'; from: GPUBuffer; fromOffset: number; to: GPUBuffer; toOffset: number; size: number };
 
-/** An input other than the weights, and where it goes in the staging buffer. */
+/** An input other than the weights, and where it goes in the staging buffer (and the GPU's copy of it). */
 interface StagedInput {
   source: Exclude<Source, { kind: 'constant' } | { kind: 'variable' }>;
-  /** Byte offset in the staging buffer. */
+  /** Byte offset in both. */
   offset: number;
   /** Its bytes (a mask's: the length of its draw × 4). */
   bytes: number;
@@ -57,10 +66,15 @@ const usage = () => globalThis.GPUBufferUsage;
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
 export class ReplayedStep {
-  /** Host time of the last run, writing its inputs, encoding and submitting, before waiting for the GPU. */
+  /** Host time of the last run before the GPU could start it: writing the shard, encoding unless done ahead, submitting. */
   encodeMs = 0;
-  /** encodeMs in parts: writing the inputs, encoding the commands (and finishing), submitting (and mapAsync). */
-  phases = { writeMs: 0, commandsMs: 0, submitMs: 0 };
+  /**
+   * encodeMs in parts: writing the shard, encoding the commands (0 where encoded ahead), submitting (and the
+   * mapAsync calls); then aheadMs, encoding the next run's commands after the submit, while the GPU works.
+   */
+  phases = { writeMs: 0, commandsMs: 0, submitMs: 0, aheadMs: 0 };
+  /** Whether the last run submitted commands encoded ahead (all but the recording's check of its probe). */
+  encodedAhead = false;
   /** WebGPU calls a run makes. */
   readonly callsPerStep: number;
   /** Bytes of the buffers the step owns (beside tfjs' pool, which keeps its own). */
@@ -70,12 +84,13 @@ export class ReplayedStep {
   constructor(
     private readonly device: GPUDevice,
     /**
-     * Where the CPU puts a step's inputs: the flat weights at 0, then the others (`inputs`); the first
-     * commands copy them into the buffers the step reads. One buffer kept mapped between steps, so a step's
-     * inputs are plain copies into memory already there: queue.writeBuffer of 6.6 MB allocates (and faults
-     * in) a staging buffer of Dawn's every time, ~5 ms on this VM.
+     * Where the CPU puts a step's shard (`inputs`); the first commands copy it to the GPU. One buffer kept
+     * mapped between steps, so a step's inputs are plain copies into memory already there:
+     * queue.writeBuffer allocates (and faults in) a staging buffer of Dawn's every time (~5 ms on this VM for
+     * the weights, when they went that way).
      */
     private readonly staging: GPUBuffer,
+    private readonly weights: WeightStage,
     private readonly inputs: StagedInput[],
     private readonly commands: Command[],
     private readonly readBack: GPUBuffer,
@@ -84,15 +99,19 @@ export class ReplayedStep {
     readonly batch: number,
   ) {
     const passes = commands.filter((c, i) => c.kind !== 'copy' && c.kind !== 'endPass' && (i === 0 || commands[i - 1].kind === 'copy' || commands[i - 1].kind === 'endPass')).length;
-    // getMappedRange and unmap of the staging buffer; the commands, a begin per pass; the encoder, finish,
-    // submit; mapAsync of the staging buffer for the next step; mapAsync, getMappedRange, unmap of the read-back.
-    this.callsPerStep = 2 + commands.length + passes + 3 + 1 + 3;
+    // getMappedRange and unmap of the staging buffer, unmap of the weights'; the commands, a begin per pass;
+    // the encoder, finish, submit; mapAsync of both for the next step and getMappedRange of the weights';
+    // mapAsync, getMappedRange, unmap of the read-back.
+    this.callsPerStep = 3 + commands.length + passes + 3 + 3 + 3;
     this.bytes = owned.reduce((n, b) => n + b.size, 0);
     this.imageValues = inputs.find((w) => w.source.kind === 'x')!.bytes / 4;
   }
 
   /** Values of the images a run takes (batch × height × width × depth). */
   private readonly imageValues: number;
+
+  /** The next run's command buffer, encoded while the GPU runs the last one. */
+  private next: GPUCommandBuffer | null = null;
 
   /** The staging buffer mapped for writing: at creation, then again after each step's submit. */
   private mapped: Promise<void> = Promise.resolve();
@@ -104,8 +123,21 @@ export class ReplayedStep {
     const sources = identify(ops, probe, o.variables, o.dropoutRates);
     const facts = (id: number) => objects.get(id) as GPUBuffer;
     const plan = planStep(ops, sources, facts, result.flat.byteLength);
-    const step = materialize(o.device, plan, objects, o.variables, o.batch);
-    const again = await step.run(probe);
+    const step = materialize(o.device, plan, objects, o.weights, o.batch);
+    // The probe's weights go where the replica's are; those are put back whatever happens.
+    await o.weights.ready();
+    const kept = o.weights.read();
+    let again: StepOutputs;
+    try {
+      o.weights.write(0, probe.weights);
+      again = await step.run(probe);
+    } catch (e) {
+      step.dispose();
+      throw e;
+    } finally {
+      await o.weights.ready();
+      o.weights.write(0, kept);
+    }
     if (!sameBits(again.flat, result.flat) || !sameBits(Float32Array.of(again.loss), Float32Array.of(result.loss)) || !sameBits(Float32Array.of(again.acc), Float32Array.of(result.acc))) {
       step.dispose();
       throw new RecordingError('the replayed probe step differs from the eager one');
@@ -113,17 +145,19 @@ export class ReplayedStep {
     return step;
   }
 
-  /** Runs the recorded step on `inputs` (of the recorded shapes). */
-  async run(inputs: StepInputs): Promise<StepOutputs> {
+  /**
+   * Runs the recorded step on `inputs` (of the recorded shapes) and the weights in the WeightStage. When it
+   * resolves, the stage is mapped again (the replica may write its next state).
+   */
+  async run(inputs: ShardInputs): Promise<StepOutputs> {
     if (inputs.labels.length !== this.batch || inputs.x.length !== this.imageValues) {
       throw new Error(`a replayed step takes ${this.batch} images of ${this.imageValues / this.batch} values. Received: ${inputs.labels.length} labels, ${inputs.x.length} values: this is a bug`);
     }
-    const { device } = this;
-    const queue = device.queue;
+    const queue = this.device.queue;
     await this.mapped; // resolved once the last step's GPU work is done, before this step's clock starts
+    await this.weights.ready();
     const started = performance.now();
     const staged = this.staging.getMappedRange();
-    new Float32Array(staged, 0, inputs.weights.length).set(inputs.weights);
     const mask = maskDrawer(inputs.dropoutSeed);
     for (const w of this.inputs) {
       const s = w.source;
@@ -132,8 +166,38 @@ export class ReplayedStep {
       else new Float32Array(staged, w.offset, w.bytes / 4).set(maskValues(mask(w.bytes / 4), s));
     }
     this.staging.unmap();
+    this.weights.unmap();
     const wrote = performance.now();
-    const encoder = device.createCommandEncoder();
+    // Encoded while the last step's GPU work ran (below); only the first run of a recording encodes here.
+    this.encodedAhead = this.next !== null;
+    const commands = this.next ?? this.encode();
+    this.next = null;
+    const encoded = performance.now();
+    queue.submit([commands]);
+    this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
+    this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
+    this.weights.remap();
+    const read = this.readBack.mapAsync(GPUMapMode.READ);
+    const submitted = performance.now();
+    // The next run's commands, encoded now while the GPU runs this one: a command buffer is submitted once,
+    // but what it records (buffers, bind groups, dispatches) is the same every step, and a buffer's mapping is
+    // checked at submit, not while encoding. So the host's ~3 ms of encoding overlaps the GPU's work instead
+    // of adding to it.
+    this.next = this.encode();
+    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded, aheadMs: performance.now() - submitted };
+    this.encodeMs = submitted - started;
+    await read;
+    const range = this.readBack.getMappedRange();
+    const { flatBytes, loss, acc } = this.results;
+    const out = { flat: new Float32Array(range.slice(0, flatBytes)), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
+    this.readBack.unmap();
+    await this.weights.ready();
+    return out;
+  }
+
+  /** One step's command buffer: the recorded passes and copies. */
+  private encode(): GPUCommandBuffer {
+    const encoder = this.device.createCommandEncoder();
     let pass: GPUComputePassEncoder | null = null;
     for (const c of this.commands) {
       switch (c.kind) {
@@ -163,77 +227,85 @@ export class ReplayedStep {
       }
     }
     pass?.end();
-    const commands = encoder.finish();
-    const encoded = performance.now();
-    queue.submit([commands]);
-    this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
-    this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
-    const read = this.readBack.mapAsync(GPUMapMode.READ);
-    const submitted = performance.now();
-    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded };
-    this.encodeMs = submitted - started;
-    await read;
-    const range = this.readBack.getMappedRange();
-    const { flatBytes, loss, acc } = this.results;
-    const out = { flat: new Float32Array(range.slice(0, flatBytes)), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
-    this.readBack.unmap();
-    return out;
+    return encoder.finish();
   }
 
   dispose(): void {
+    this.next = null;
     for (const b of this.owned) b.destroy();
   }
 }
 
-/** The plan's buffers, bind groups and commands on `device`: constants written and originals copied once. */
-function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, object>, variables: VariableSpan[], batch: number): ReplayedStep {
+/**
+ * The plan's buffers, bind groups and commands on `device`: constants written and originals copied once. The
+ * variables are bound where the WeightStage holds them; the other inputs lie in one buffer of the step's,
+ * each at a bindable offset, filled by one copy from the staging buffer of the same layout.
+ */
+function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, object>, weights: WeightStage, batch: number): ReplayedStep {
   const U = usage();
+  const align = Math.max(device.limits.minStorageBufferOffsetAlignment, device.limits.minUniformBufferOffsetAlignment);
   const owned: GPUBuffer[] = [];
-  const buffers = new Map<string, GPUBuffer>();
+  /** Where each plan buffer lies: a buffer of its own, or a range of a shared one. */
+  const places = new Map<string, { buffer: GPUBuffer; base: number; size: number }>();
   const make = (size: number, use: number) => {
     const b = device.createBuffer({ size, usage: use });
     owned.push(b);
     return b;
   };
   const snapshot = device.createCommandEncoder();
-  // The staging buffer's layout: the flat weights (the variables are copied out of them), then each other input.
-  const weightsBytes = 4 * variables.reduce((n, v) => Math.max(n, v.offset + v.size), 0);
   const inputs: StagedInput[] = [];
-  const spread: { from: number; to: GPUBuffer; size: number }[] = [];
-  let end = weightsBytes;
+  const shared: (PlanBuffer & { kind: 'version' })[] = [];
+  let end = 0;
   for (const p of plan.buffers) {
+    if (p.kind === 'version' && p.source.kind !== 'constant') {
+      shared.push(p);
+      continue;
+    }
     const b = make(p.size, p.usage);
-    buffers.set(p.key, b);
+    places.set(p.key, { buffer: b, base: 0, size: p.size });
     if (p.kind === 'twin' && p.snapshot) {
       // Made before the step and read before it writes them: their contents are part of the program.
       const original = objects.get(p.of) as GPUBuffer;
       if ((original.usage & U.COPY_SRC) === 0) throw new RecordingError(`buffer ${p.of} is read before the step writes it and cannot be copied`);
       snapshot.copyBufferToBuffer(original, 0, b, 0, p.size);
-    } else if (p.kind === 'version') {
-      if (p.source.kind === 'constant') device.queue.writeBuffer(b, 0, p.bytes);
-      else if (p.source.kind === 'variable') {
-        const { offset, size } = variables[p.source.index];
-        spread.push({ from: 4 * offset, to: b, size: 4 * size });
-      } else {
-        inputs.push({ source: p.source, offset: end, bytes: p.bytes.length });
-        spread.push({ from: end, to: b, size: p.bytes.length });
-        end += pad4(p.bytes.length);
-      }
+    } else if (p.kind === 'version') device.queue.writeBuffer(b, 0, p.bytes);
+  }
+  // The inputs' buffers are ranges of the weights' and of the shard's: those allow what a tfjs tensor's does.
+  const inputUsage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
+  for (const p of shared) {
+    if ((p.usage & ~inputUsage) !== 0) throw new RecordingError(`input buffer ${p.of} has usage ${p.usage}, more than a range of a storage buffer allows`);
+  }
+  const shardGroups: { version: PlanBuffer & { kind: 'version' }; offset: number }[] = [];
+  for (const p of shared) {
+    if (p.source.kind === 'variable') {
+      places.set(p.key, { buffer: weights.gpu, base: weights.slots[p.source.index], size: p.size });
+    } else if (p.source.kind !== 'constant') {
+      end = Math.ceil(end / align) * align;
+      inputs.push({ source: p.source, offset: end, bytes: p.bytes.length });
+      shardGroups.push({ version: p, offset: end });
+      end += pad4(p.bytes.length);
     }
   }
-  const staging = device.createBuffer({ size: pad4(end), usage: U.MAP_WRITE | U.COPY_SRC, mappedAtCreation: true });
+  const shardBytes = Math.max(4, end);
+  const staging = device.createBuffer({ size: shardBytes, usage: U.MAP_WRITE | U.COPY_SRC, mappedAtCreation: true });
   owned.push(staging);
-  const copies: Command[] = spread.map((c) => ({ kind: 'copy', from: staging, fromOffset: c.from, to: c.to, toOffset: 0, size: c.size }));
+  const shard = make(shardBytes, inputUsage);
+  for (const { version, offset } of shardGroups) places.set(version.key, { buffer: shard, base: offset, size: version.size });
   device.queue.submit([snapshot.finish()]);
   const readBack = make(plan.results.size, U.MAP_READ | U.COPY_DST);
-  buffers.set(READ_BACK, readBack);
+  places.set(READ_BACK, { buffer: readBack, base: 0, size: plan.results.size });
+  const place = (key: string) => places.get(key)!;
   const groups = new Map<number, GPUBindGroup>();
   for (const [id, g] of plan.groups) {
     groups.set(
       id,
       device.createBindGroup({
         layout: objects.get(g.layout) as GPUBindGroupLayout,
-        entries: g.entries.map((e) => ({ binding: e.binding, resource: { buffer: buffers.get(e.buffer)!, offset: e.offset, size: e.size } })),
+        entries: g.entries.map((e) => {
+          const { buffer, base, size } = place(e.buffer);
+          // A range of a shared buffer is bound with its size; a buffer of its own as tfjs bound it.
+          return { binding: e.binding, resource: { buffer, offset: base + e.offset, size: e.size ?? (buffer.size === size && base === 0 ? undefined : size - e.offset) } };
+        }),
       }),
     );
   }
@@ -243,13 +315,20 @@ function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, obj
         return { kind: 'pipeline', pipeline: objects.get(c.pipeline) as GPUComputePipeline };
       case 'bindGroup':
         return { kind: 'bindGroup', index: c.index, group: groups.get(c.group)! };
-      case 'copy':
-        return { kind: 'copy', from: buffers.get(c.from)!, fromOffset: c.fromOffset, to: buffers.get(c.to)!, toOffset: c.toOffset, size: c.size };
+      case 'copy': {
+        const from = place(c.from);
+        const to = place(c.to);
+        return { kind: 'copy', from: from.buffer, fromOffset: from.base + c.fromOffset, to: to.buffer, toOffset: to.base + c.toOffset, size: c.size };
+      }
       default:
         return c;
     }
   });
-  return new ReplayedStep(device, staging, inputs, [...copies, ...recorded], readBack, plan.results, owned, batch);
+  const copies: Command[] = [
+    { kind: 'copy', from: weights.host, fromOffset: 0, to: weights.gpu, toOffset: 0, size: weights.bytes },
+    { kind: 'copy', from: staging, fromOffset: 0, to: shard, toOffset: 0, size: shardBytes },
+  ];
+  return new ReplayedStep(device, staging, weights, inputs, [...copies, ...recorded], readBack, plan.results, owned, batch);
 }
 
 /** The device of the current tfjs backend, which must be webgpu. */
