@@ -32,10 +32,10 @@ function cifarDir(name: string, sizes: Record<string, number | null> = {}): stri
   return d;
 }
 
-function train(args: string[]) {
+function train(args: string[], env: Record<string, string> = {}) {
   const r = spawnSync(BIN, [...args, '--output', path.join(dir, 'out', 'p.png')], {
     encoding: 'utf8',
-    env: { ...process.env, TRAINPOOL_GPUS: '' },
+    env: { ...process.env, TRAINPOOL_GPUS: '', ...env },
     timeout: 60_000,
   });
   return { code: r.status, stderr: r.stderr, stdout: r.stdout };
@@ -52,6 +52,19 @@ function expectOneLine(r: ReturnType<typeof train>, code: number, pattern: RegEx
   const files = existsSync(out) ? readdirSync(out, { recursive: true, withFileTypes: true }).filter((e) => !e.isDirectory()) : [];
   expect(files.map((e) => path.join(e.parentPath, e.name))).toEqual([]);
 }
+
+describe('launchers', () => {
+  const args = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--workers', '2'];
+
+  it('several hosts: refused at the start, naming the launcher and this host, before the output is claimed', () => {
+    const r = train(args, { GROUP_RANK: '1', GROUP_WORLD_SIZE: '2', MASTER_ADDR: 'n0', LOCAL_WORLD_SIZE: '1' });
+    expectOneLine(r, 2, /^train: error: a run must have one host until .*; this is host 1 of 2 \(torchrun: GROUP_RANK=1, GROUP_WORLD_SIZE=2, MASTER_ADDR=n0\); global ranks 2–3; coordinator at n0:29600\. Start one bin\/train/);
+  });
+
+  it('an inconsistent launcher environment', () => {
+    expectOneLine(train(args, { RANK: '3', WORLD_SIZE: '2', MASTER_ADDR: 'n0' }), 2, /^train: error: RANK must be below WORLD_SIZE \(2\) for env\. Received: RANK=3$/m);
+  });
+});
 
 describe('data sets', () => {
   it('a missing data folder', () => {

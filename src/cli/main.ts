@@ -11,8 +11,8 @@
  *   Docker:            docker run --gpus all -v ~/data:/data -v $PWD/out:/out trainpool \
  *                        --gpus 4 --data-dir /data --output /out/plot.png
  *
- * Exit codes: 0 done, 1 failed, 2 refused at the start (a usage error, an output in use: nothing started),
- * 130 interrupted (SIGINT/SIGTERM).
+ * Exit codes: 0 done, 1 failed, 2 refused at the start (a usage error, a launcher's environment, an output in
+ * use: nothing started), 130 interrupted (SIGINT/SIGTERM).
  */
 import { DATASET_SHAPES } from '../data/dataset.js';
 import { isTrainpoolError } from '../util/errors.js';
@@ -93,8 +93,8 @@ async function run(prepared: PreparedRun): Promise<number> {
 function fail(e: unknown): number {
   if (isTrainpoolError(e)) {
     process.stderr.write(`train: error: ${e.message}\n`);
-    // Refused before anything started: a broken option, or an output that is another run's.
-    return e.code === 'USAGE' || e.code === 'OUTPUT_IN_USE' ? 2 : 1;
+    // Refused before anything started: a broken option, a launcher's environment, an output that is another run's.
+    return e.code === 'USAGE' || e.code === 'LAUNCH' || e.code === 'OUTPUT_IN_USE' ? 2 : 1;
   }
   process.stderr.write(`train: unexpected error: ${(e as Error)?.stack ?? String(e)}\n`);
   return 1;

@@ -7,6 +7,7 @@
 import pino from 'pino';
 import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
+import { clusterFromEnv, describeCluster, LaunchError } from '../config/cluster.js';
 import type { NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
 import type { OutputLock } from '../coordinator/output-lock.js';
@@ -26,7 +27,13 @@ export interface PreparedRun {
 }
 
 /** `label` names options in messages: the command line's flags, or the library's option names. */
-export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey) => string = flagOf): Promise<PreparedRun> {
+export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey) => string = flagOf, env: NodeJS.ProcessEnv = process.env): Promise<PreparedRun> {
+  // Before the output is claimed: under a launcher of several hosts every host would otherwise train a
+  // model of its own into its own files, and say nothing.
+  const cluster = clusterFromEnv(env);
+  if (cluster.nodes > 1) {
+    throw new LaunchError(`a run must have one host until trainpool's exchange between hosts is built; this is ${describeCluster(cluster, config.workers)}. Start one bin/train on one host, or set the launcher's number of hosts to 1`);
+  }
   // The output first: nothing is read from it, let alone removed, while another run may be writing there.
   const claim = claimOutput(config);
   try {

@@ -4,6 +4,7 @@
  */
 export type ErrorCode =
   | 'USAGE' // a command-line option broke a rule (exit 2)
+  | 'LAUNCH' // the launcher's environment (torchrun, Kubernetes, Slurm) is inconsistent or not supported (exit 2)
   | 'DATA_MISSING' // a data set file or folder is absent
   | 'DATA_INVALID' // a data set file is truncated, has a wrong header, size or record count
   | 'DOWNLOAD_FAILED' // the network, the server or the checksum let a download down
