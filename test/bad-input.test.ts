@@ -56,9 +56,14 @@ function expectOneLine(r: ReturnType<typeof train>, code: number, pattern: RegEx
 describe('launchers', () => {
   const args = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--workers', '2'];
 
-  it('several hosts: refused at the start, naming the launcher and this host, before the output is claimed', () => {
-    const r = train(args, { GROUP_RANK: '1', GROUP_WORLD_SIZE: '2', MASTER_ADDR: 'n0', LOCAL_WORLD_SIZE: '1' });
-    expectOneLine(r, 2, /^train: error: a run must have one host until .*; this is host 1 of 2 \(torchrun: GROUP_RANK=1, GROUP_WORLD_SIZE=2, MASTER_ADDR=n0\); global ranks 2–3; coordinator at n0:29600\. Start one bin\/train/);
+  it('several hosts beyond loopback without the shared secret: refused at the start, on host 0 and on the others', () => {
+    const torchrun = { GROUP_WORLD_SIZE: '2', MASTER_ADDR: 'n0', LOCAL_WORLD_SIZE: '1' };
+    const line = /^train: error: TRAINPOOL_SECRET_FILE must name the run's shared secret \(the same file on every host: openssl rand -hex 32 > secret\) when host 0 is reached at n0, beyond loopback\. Received: nothing$/m;
+    expectOneLine(train(args, { ...torchrun, GROUP_RANK: '0' }), 2, line);
+    expectOneLine(train(args, { ...torchrun, GROUP_RANK: '1' }), 2, line);
+    const short = path.join(dir, 'short-secret');
+    writeFileSync(short, 'too short\n');
+    expectOneLine(train(args, { ...torchrun, GROUP_RANK: '1', TRAINPOOL_SECRET_FILE: short }), 2, /^train: error: TRAINPOOL_SECRET_FILE must hold at least 32 bytes .*Received: 9 bytes in /);
   });
 
   it('an inconsistent launcher environment', () => {

@@ -104,6 +104,18 @@ describe('train(options) with bad options', () => {
     expect(await rejection(options)).toBe(message);
   });
 
+  it('refuses a launcher’s several hosts (bin/train serves those), naming this host', async () => {
+    const set = { GROUP_RANK: '0', GROUP_WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1' };
+    Object.assign(process.env, set);
+    try {
+      const e = await train({ output: path.join(os.tmpdir(), 'never', 'p.png'), dataset: 'synthetic', gpus: 0, log: () => {} }).then(() => null, (err: unknown) => err);
+      expect(isTrainpoolError(e, 'LAUNCH')).toBe(true);
+      expect((e as Error).message).toBe('train() runs on one host; this is host 0 of 2 (torchrun: GROUP_RANK=0, GROUP_WORLD_SIZE=2, MASTER_ADDR=127.0.0.1); global rank 0; the coordinator, listening on port 29600: run bin/train on every host instead');
+    } finally {
+      for (const k of Object.keys(set)) delete process.env[k];
+    }
+  });
+
   it('names an option it does not know, and lists the ones it does', async () => {
     expect(await rejection({ output: 'p.png', epoch: 3 } as TrainOptions)).toMatch(/^unknown option "epoch"; the options are output, gpus, workers, dataset, .*, logFile$/);
     expect(await rejection({ output: 'p.png', summary: true } as TrainOptions)).toMatch(/^unknown option "summary"/);

@@ -17,6 +17,8 @@
 import { DATASET_SHAPES } from '../data/dataset.js';
 import { isTrainpoolError } from '../util/errors.js';
 import { discoverGpus } from './gpus.js';
+import { clusterFromEnv } from '../config/cluster.js';
+import { flagOf } from '../config/config.js';
 import type { ResolvedConfig } from '../config/config.js';
 import { helpText, parseArgs, repeatedOptions } from './options.js';
 // tfjs, the backends and the training loop load only once the options are good: a mistyped option is
@@ -37,8 +39,14 @@ export async function main(argv: string[]): Promise<number> {
   for (const line of repeatedOptions(argv)) process.stderr.write(`train: warning: ${line}\n`);
   try {
     if (config.summary) return await printSummary(config);
+    // One bin/train per host under a launcher (torchrun, Kubernetes, Slurm): host 0 trains, the others serve.
+    const cluster = clusterFromEnv(process.env);
+    if (cluster.nodeRank > 0) {
+      const { runHost } = await import('./hosts.js');
+      return await runHost(config, cluster, (line) => process.stdout.write(`${line}\n`));
+    }
     const { prepareRun } = await import('./start.js');
-    return await run(await prepareRun(config));
+    return await run(await prepareRun(config, flagOf, cluster));
   } catch (e) {
     return fail(e);
   }

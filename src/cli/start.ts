@@ -7,7 +7,8 @@
 import pino from 'pino';
 import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
-import { clusterFromEnv, describeCluster, LaunchError } from '../config/cluster.js';
+import { clusterFromEnv, describeCluster, LaunchError, type Cluster } from '../config/cluster.js';
+import { hostSecret } from './hosts.js';
 import type { NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
 import type { OutputLock } from '../coordinator/output-lock.js';
@@ -24,16 +25,24 @@ export interface PreparedRun {
   runId: string;
   /** The output's lock, held until trainPrepared returns (coordinator/output-lock.ts). */
   lock: OutputLock;
+  /** A run on several hosts, this one host 0: the launcher's contract and the shared secret. */
+  hosts?: { cluster: Cluster; secret: Buffer };
 }
 
 /** `label` names options in messages: the command line's flags, or the library's option names. */
-export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey) => string = flagOf, env: NodeJS.ProcessEnv = process.env): Promise<PreparedRun> {
-  // Before the output is claimed: under a launcher of several hosts every host would otherwise train a
-  // model of its own into its own files, and say nothing.
-  const cluster = clusterFromEnv(env);
-  if (cluster.nodes > 1) {
-    throw new LaunchError(`a run must have one host until trainpool's exchange between hosts is built; this is ${describeCluster(cluster, config.workers)}. Start one bin/train on one host, or set the launcher's number of hosts to 1`);
+/**
+ * `cluster`: the launcher's contract, read by bin/train (cli/main.ts); host 0 of several hosts gets their
+ * secret checked here. Without one (the library's train()), a launcher's several hosts are refused: every
+ * host would train a model of its own into its own files.
+ */
+export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey) => string = flagOf, cluster?: Cluster): Promise<PreparedRun> {
+  const hosts = cluster ?? clusterFromEnv(process.env);
+  if (hosts.nodes > 1 && !cluster) {
+    throw new LaunchError(`train() runs on one host; this is ${describeCluster(hosts, config.workers)}: run bin/train on every host instead`);
   }
+  if (hosts.nodeRank > 0) throw new Error(`host ${hosts.nodeRank} prepares no run of its own (cli/hosts.ts runHost): this is a bug`);
+  // Before the output is claimed: a missing secret is a refusal, not a run that cannot take its hosts.
+  const secret = hosts.nodes > 1 ? hostSecret(hosts, process.env) : null;
   // The output first: nothing is read from it, let alone removed, while another run may be writing there.
   const claim = claimOutput(config);
   try {
@@ -43,7 +52,7 @@ export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey)
     await preflight(prepared.config);
     // Only now that the run will start: --overwrite never removes a run's files for a run that is refused.
     if (config.overwrite) claim.clearOtherRun();
-    return { ...prepared, runId: resume?.checkpoint.data.runId ?? claim.runId, lock: claim.lock };
+    return { ...prepared, runId: resume?.checkpoint.data.runId ?? claim.runId, lock: claim.lock, ...(secret ? { hosts: { cluster: hosts, secret } } : {}) };
   } catch (e) {
     claim.abandon();
     throw e;
@@ -68,7 +77,7 @@ export async function trainPrepared(run: PreparedRun, io: TrainIO): Promise<RunR
         io.warn(`skipped ${why}`);
         logger.warn({ skipped: why }, 'checkpoint skipped');
       }
-      return await runTraining(config, { out: io.out, warn: io.warn, logger, stopRequested: io.stopRequested, runId: run.runId, lock: run.lock, resumedFrom: run.resumed?.file }, run.resumed?.data ?? null);
+      return await runTraining(config, { out: io.out, warn: io.warn, logger, stopRequested: io.stopRequested, runId: run.runId, lock: run.lock, resumedFrom: run.resumed?.file, hosts: run.hosts }, run.resumed?.data ?? null);
     } finally {
       logger.flush();
     }

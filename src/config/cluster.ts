@@ -147,6 +147,11 @@ export function firstHost(nodelist: string): string {
   return host;
 }
 
+/** Whether `host` names this machine's loopback interface, where only local processes can connect. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 /** The start line: which contract was read and this host's place in it. */
 export function describeCluster(c: Cluster, workersPerHost: number): string {
   if (c.nodes === 1) return c.contract === 'single' ? 'one host' : `one host (${c.contract}: ${c.read.join(', ')})`;

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { DEFAULTS, PRESETS, publicConfig, shapingConfig, type Gpu, type ResolvedConfig } from '../config/config.js';
+import { DEFAULTS, PRESETS, publicConfig, shapingConfig, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 import { AugmentPool } from '../data/augment-pool.js';
 import type { Dataset } from '../data/dataset.js';
@@ -29,7 +29,10 @@ import { EpochProgress } from './report/progress.js';
 import { createExchange } from './exchange.js';
 import { SupervisedWorker } from './supervisor.js';
 import { freshState, train, type TrainingState } from './trainer.js';
-import type { WorkerGpu } from '../protocol/messages.js';
+import { workerGpu } from './worker-gpu.js';
+import { describeCluster, isLoopback, type Cluster } from '../config/cluster.js';
+import { HostListener, HostLostError } from './hosts/remote.js';
+import type { ReplicaClient } from './replica-client.js';
 
 export interface RunIO {
   /** Human-readable lines (stdout). */
@@ -46,6 +49,8 @@ export interface RunIO {
   resumedFrom?: string;
   /** The output's lock: checked before every checkpoint, so a run that lost it writes nothing more there. */
   lock?: OutputLock;
+  /** A run on several hosts (this one host 0): the launcher's contract and the run's shared secret. */
+  hosts?: { cluster: Cluster; secret: Buffer };
 }
 
 export interface RunResult {
@@ -71,6 +76,29 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     throw new TrainpoolError('CHECKPOINT', `--resume: the checkpoint's weight layout ${resume.layoutHash} does not match this model's ${master.layoutHash}`);
   }
   const totalSize = master.layout.totalSize;
+  // Several hosts: every host's workers are ranks of this run, host k's numbered from k × --workers.
+  const cluster = io.hosts?.cluster;
+  const ranks = config.workers * (cluster?.nodes ?? 1);
+  // Listening from here on, while this host loads and starts its own workers; the others may come first.
+  const listener =
+    cluster && io.hosts
+      ? await HostListener.open({
+          host: isLoopback(cluster.master!.host) ? cluster.master!.host : '::',
+          port: cluster.master!.port,
+          secret: io.hosts.secret,
+          runId: io.runId,
+          nodes: cluster.nodes,
+          workersPerHost: config.workers,
+          layoutHash: master.layoutHash,
+          // A host's own workers time out first (their supervisor replaces them there); this is for the link.
+          requestTimeoutMs: config.stepTimeoutMs && config.stepTimeoutMs * 2,
+          firstRequestTimeoutMs: config.firstStepTimeoutMs && config.firstStepTimeoutMs * 2,
+          warn: (line) => {
+            io.warn?.(line);
+            io.logger.warn({ hosts: line }, 'hosts');
+          },
+        })
+      : null;
   // Before any worker starts: a disk without room for a checkpoint fails now, not after the first epoch.
   checkFreeSpace(outputs, { checkpointBytes: 4 * (2 * totalSize + mean.length), modelBytes: 4 * (totalSize + mean.length) }, (line) => {
     io.warn?.(line);
@@ -80,7 +108,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   const chaos = parseChaos(process.env.TRAINPOOL_CHAOS);
   // The weights, the velocity and every rank's gradients, in the memory the exchange's kernels work in,
   // with the regions the workers read and write mapped there where the addon allows (exchange.ts).
-  const exchange = createExchange({ totalSize, trainableSize: master.layout.trainableSize }, config.workers);
+  const exchange = createExchange({ totalSize, trainableSize: master.layout.trainableSize }, ranks);
   const { arena } = exchange;
   const workers = Array.from(
     { length: config.workers },
@@ -131,11 +159,15 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   const shown = { ...publicConfig(config), run_id: io.runId };
   try {
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
-    const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: config.workers });
+    if (cluster) io.out(describeCluster(cluster, config.workers));
+    const hosts = listener ? await listener.ready(DEFAULTS.workerStartTimeoutS * 1000) : [];
+    const clients: ReplicaClient[] = [...workers, ...hosts.flatMap((h) => h.ranks((rank) => arena.receiver(rank, ['grads', 'stats'])))];
+    for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}`);
+    const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: ranks });
     if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
     io.out(`workers: ${config.workers} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
-    io.out(`global batch ${config.batchSize * config.workers} (${config.batchSize} × ${config.workers}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${config.workers} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}${config.augment ? '' : ', no augmentation'}${config.preciseBn ? `, precise BN from ${config.preciseBn} batches before each validation` : ''}`);
+    io.out(`global batch ${config.batchSize * ranks} (${config.batchSize} × ${ranks}), ${steps} steps/epoch, ${config.epochs} epochs, lr ${config.lr}${config.scaleLr ? ` × ${ranks} (warmup ${config.warmupEpochs} epochs)` : ''}, momentum ${config.momentum}${config.augment ? '' : ', no augmentation'}${config.preciseBn ? `, precise BN from ${config.preciseBn} batches before each validation` : ''}`);
     if (resume) io.out(`resuming after epoch ${resume.epoch} of ${config.epochs}${resume.step ? `, step ${resume.step}` : ''}`);
     io.logger.info({ config: publicConfig(config), devices: ready, resumedFrom: resume ? { epoch: resume.epoch, step: resume.step } : null, regions: exchange.mode }, 'run started');
 
@@ -143,7 +175,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
       ? { epoch: resume.epoch, step: resume.step, partial: resume.partial, history: resume.history, weights: resume.weights, sgd: { velocity: resume.velocity } }
       : freshState(await master.getState(), master.layout.trainableSize);
     const result = await train(
-      { clients: workers, shards: pool, trainableSize: master.layout.trainableSize, arena },
+      { clients, shards: pool, trainableSize: master.layout.trainableSize, arena },
       {
         epochs: config.epochs,
         batchSize: config.batchSize,
@@ -191,7 +223,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     await writeOutputSet(outputs, { ...set, model: (dir) => writeModelFiles(dir, master.model, meta) });
     const seconds = (performance.now() - started) / 1000;
     const trained = history.reduce((s, r) => s + r.seconds, 0);
-    const imagesPerSecond = trained > 0 ? (history.length * steps * config.batchSize * config.workers) / trained : 0;
+    const imagesPerSecond = trained > 0 ? (history.length * steps * config.batchSize * ranks) / trained : 0;
     io.out(`done in ${seconds.toFixed(1)}s, ${Math.round(imagesPerSecond).toLocaleString('en-US')} img/s over ${history.length} epochs`);
     io.out(`plot: ${outputs.png}`);
     io.out(`history: ${outputs.historyJson}, ${outputs.historyCsv}`);
@@ -202,9 +234,11 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     // Say where the work is: the checkpoint to resume from, or that there is none yet.
     if (isTrainpoolError(e, 'NON_FINITE_LOSS')) throw withCheckpoint(e, lastCheckpoint);
     if (isTrainpoolError(e, 'OUTPUT')) throw withCheckpoint(e, lastCheckpoint, 'make room (or fix the folder) and run the same command with --resume');
+    if (e instanceof HostLostError) throw withCheckpoint(e, lastCheckpoint, 'start every host again with --resume');
     throw e;
   } finally {
     progress.stop();
+    await listener?.close('host 0 ended the run');
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
     await pool.close();
@@ -218,11 +252,6 @@ function withCheckpoint(e: unknown, file: string | null, next?: string): unknown
   if (!(e instanceof TrainpoolError)) return e;
   const where = !file ? 'no checkpoint was written yet' : existsSync(file) ? `the last checkpoint, ${file}, is kept${next ? `: ${next}` : ''}` : `its last checkpoint, ${file}, is gone too`;
   return new TrainpoolError(e.code, `${e.message}; ${where}`);
-}
-
-/** A worker's GPU; it must see that one alone where the machine has others (engine/gpu-selection.ts). */
-function workerGpu(gpu: Gpu): WorkerGpu {
-  return { index: gpu.index, name: gpu.name, pciBusId: gpu.pciBusId, exclusive: (gpu.hostGpus ?? 1) > 1 && gpu.pciBusId !== undefined };
 }
 
 /** Train and test images in one shared source, test after train, so one pool serves both. */

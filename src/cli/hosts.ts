@@ -1,0 +1,53 @@
+/**
+ * bin/train's part in a run on several hosts (config/cluster.ts reads which one this is): the run's shared
+ * secret, and the whole of what a host other than host 0 does (coordinator/hosts/agent.ts).
+ */
+import { createHash } from 'node:crypto';
+import pino from 'pino';
+import { describeCluster, isLoopback, LaunchError, type Cluster } from '../config/cluster.js';
+import type { ResolvedConfig } from '../config/config.js';
+import { DATASET_SHAPES } from '../data/dataset.js';
+import { readSecret } from '../protocol/handshake.js';
+
+/**
+ * The secret every host proves it holds: TRAINPOOL_SECRET_FILE's bytes. Required when host 0 is reached
+ * beyond loopback; on loopback without a file, a well-known one (the handshake still frames and caps what
+ * arrives, but any process on this machine could join: set the file to keep them out).
+ */
+export function hostSecret(cluster: Cluster, env: NodeJS.ProcessEnv): Buffer {
+  const file = env.TRAINPOOL_SECRET_FILE;
+  if (file) {
+    try {
+      return readSecret(file);
+    } catch (e) {
+      throw new LaunchError((e as Error).message);
+    }
+  }
+  const host = cluster.master!.host;
+  if (!isLoopback(host)) {
+    throw new LaunchError(`TRAINPOOL_SECRET_FILE must name the run's shared secret (the same file on every host: openssl rand -hex 32 > secret) when host 0 is reached at ${host}, beyond loopback. Received: nothing`);
+  }
+  return createHash('sha256').update('trainpool: loopback run without TRAINPOOL_SECRET_FILE').digest();
+}
+
+/** What bin/train does on host k > 0: serve its ranks until host 0 ends the run. Returns the exit code. */
+export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (line: string) => void): Promise<number> {
+  const secret = hostSecret(cluster, process.env);
+  // The layout its workers must build, from the coordinator's own recipe (cpu backend, no data needed).
+  const [{ setupBackend }, { Replica }, { runAgent }] = await Promise.all([import('../engine/backend.js'), import('../model/replica.js'), import('../coordinator/hosts/agent.js')]);
+  const spec = { name: config.model, ...DATASET_SHAPES[config.dataset], seed: config.seed };
+  const cpu = await setupBackend('cpu');
+  const master = new Replica(spec);
+  const layoutHash = master.layoutHash;
+  master.dispose();
+  await cpu.close();
+  out(describeCluster(cluster, config.workers));
+  const logger = pino({ level: config.logLevel, base: { pid: process.pid, node: cluster.nodeRank } }, pino.destination(2));
+  try {
+    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, logger, out });
+    out(`done: ${reason}`);
+    return 0;
+  } finally {
+    logger.flush();
+  }
+}

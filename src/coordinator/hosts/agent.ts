@@ -1,0 +1,136 @@
+/**
+ * bin/train on a host other than host 0: no coordinator, no data set, no outputs. It starts this host's
+ * workers as host 0 starts its own (one process per GPU, supervised: a crashed worker is replaced and its
+ * request run again), connects to host 0's coordinator, proves it holds the run's secret
+ * (protocol/handshake.ts), and then runs what the coordinator asks of its ranks until it is told the run is
+ * over or the connection to host 0 is gone: either way it stops its workers and returns.
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Cluster } from '../../config/cluster.js';
+import { DEFAULTS, type ResolvedConfig } from '../../config/config.js';
+import type { ModelSpec } from '../../model/minigooglenet.js';
+import { Channel } from '../../protocol/channel.js';
+import { connectPeer } from '../../protocol/handshake.js';
+import { asToHost, HOSTS_PROTOCOL_VERSION, type RankRequestMessage, type ToHost } from '../../protocol/hosts.js';
+import { TrainpoolError } from '../../util/errors.js';
+import type { VersionedState } from '../replica-client.js';
+import { SupervisedWorker } from '../supervisor.js';
+import { workerGpu } from '../worker-gpu.js';
+import { runIdBytes } from './remote.js';
+
+export interface AgentOptions {
+  config: ResolvedConfig;
+  cluster: Cluster;
+  secret: Buffer;
+  spec: ModelSpec;
+  layoutHash: string;
+  logger: Logger;
+  out(line: string): void;
+  /** How long to keep trying to reach host 0 (it may start after this host). */
+  connectTimeoutMs?: number;
+}
+
+/** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
+export async function runAgent(o: AgentOptions): Promise<string> {
+  const { config, cluster } = o;
+  const master = cluster.master!;
+  const G = config.workers;
+  const first = cluster.nodeRank * G;
+  const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
+  const { runId } = await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank });
+  o.out(`joined the run at ${master.host}:${master.port}`);
+  const workers = Array.from(
+    { length: G },
+    (_, l) =>
+      new SupervisedWorker({
+        logger: o.logger,
+        worker: {
+          config: { rank: first + l, model: o.spec, backend: config.backend, gpu: config.gpus.length ? workerGpu(config.gpus[l]) : null, compute: { kind: 'model' }, layoutHash: o.layoutHash },
+          requestBytes: 4 * Math.max(config.batchSize, DEFAULTS.evalChunk) * o.spec.height * o.spec.width * o.spec.depth,
+          requestTimeoutMs: config.stepTimeoutMs,
+          firstRequestTimeoutMs: config.firstStepTimeoutMs,
+          onStderr: (r, line) => line.trim() && o.logger.warn({ worker: r, stderr: line }, 'worker stderr'),
+        },
+      }),
+  );
+  try {
+    const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
+    o.out(`workers: ${G} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
+    return await new Promise<string>((resolve, reject) => {
+      let state: VersionedState | null = null;
+      const serve = async (m: RankRequestMessage) => {
+        const w = workers[m.rank - first];
+        try {
+          if (!w) throw new Error(`rank ${m.rank} is not on this host (${first}–${first + G - 1}): this is a bug`);
+          if (!state || state.version !== m.version) throw new Error(`state ${m.version} was not sent before its request (have ${state?.version ?? 'none'}): this is a bug`);
+          const shard = { x: m.x, labels: m.labels };
+          const reply =
+            m.kind === 'computeGradients'
+              ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state)
+              : m.kind === 'evaluate'
+                ? await w.evaluate(shard, state)
+                : { stats: await w.batchStatistics(shard, state) };
+          await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
+        } catch (e) {
+          await channel.send({ type: 'rankFailed', id: m.id, rank: m.rank, message: (e as Error).message }).catch(() => {});
+        }
+      };
+      const channel = new Channel(socket, {
+        message: (raw) => {
+          let m: ToHost;
+          try {
+            m = asToHost(raw);
+          } catch (e) {
+            socket.destroy();
+            return reject(new TrainpoolError('PROTOCOL', `host 0 sent ${(e as Error).message}`));
+          }
+          switch (m.type) {
+            case 'state':
+              // Its own copy: a frame's views are the channel's, and the weights outlive the frame.
+              state = { version: m.version, data: m.data };
+              return;
+            case 'rankRequest':
+              return void serve(m);
+            case 'hostShutdown':
+              socket.end();
+              return resolve(m.reason);
+            default: {
+              const never: never = m;
+              throw new Error(`unhandled host message ${JSON.stringify(never)}: this is a bug`);
+            }
+          }
+        },
+        close: (e) => resolve(`host 0 closed the connection${e ? ` (${e.message})` : ''}`),
+      });
+      socket.resume();
+      void channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank: cluster.nodeRank, layoutHash: o.layoutHash, workers: ready.map((r) => ({ rank: r.rank, backend: r.backend, device: r.device })) });
+      void runId;
+    });
+  } finally {
+    socket.destroy();
+    await Promise.all(workers.map((w) => w.close()));
+  }
+}
+
+/** A connection to `host:port`, retried while nothing listens there yet (host 0 starting), up to `timeoutMs`. */
+async function dial(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(port, host, () => {
+          s.off('error', reject);
+          resolve(s);
+        });
+        s.once('error', reject);
+      });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (Date.now() > deadline || !['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT'].includes(code ?? '')) {
+        throw new TrainpoolError('LAUNCH', `host 0 at ${host}:${port} could not be reached within ${timeoutMs / 1000} s: ${code ?? (e as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}

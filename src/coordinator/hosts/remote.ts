@@ -1,0 +1,285 @@
+/**
+ * Host 0's side of a run on several hosts: it listens for the other hosts' bin/train (their agents,
+ * agent.ts), authenticates each connection (protocol/handshake.ts) before decoding a byte of it, and gives
+ * the trainer one ReplicaClient per remote rank, so that the training loop is the same whether a rank's
+ * worker is a local process or one on another machine.
+ *
+ * The weights go to each host once per version (the first of its ranks to ask sends them); every rank's
+ * gradients come back on their own and are copied into that rank's slot of the exchange arena, where the
+ * update reads local ranks' gradients: the mean over N hosts × G workers is the one a single host with
+ * N × G workers computes, in the same rank order, to the bit.
+ */
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import type { EvaluationSums, Shard } from '../../model/gradients.js';
+import { Channel } from '../../protocol/channel.js';
+import { acceptPeer } from '../../protocol/handshake.js';
+import { asFromHost, HOSTS_PROTOCOL_VERSION, type FromHost, type HostReadyMessage, type RankRequestKind, type ToHost } from '../../protocol/hosts.js';
+import { TrainpoolError } from '../../util/errors.js';
+import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../replica-client.js';
+
+export interface ListenOptions {
+  /** Where to listen: the address host 0 is known by when it is a loopback one, else every interface. */
+  host: string;
+  port: number;
+  secret: Buffer;
+  runId: string;
+  /** Hosts in the run, host 0 included. */
+  nodes: number;
+  workersPerHost: number;
+  layoutHash: string;
+  /**
+   * Milliseconds a host may take to answer a rank's request (its first one: `firstRequestTimeoutMs`) before
+   * it counts as lost: a link that goes down without closing gives no socket error. 0 disables.
+   */
+  requestTimeoutMs: number;
+  firstRequestTimeoutMs: number;
+  /** One line per refused connection or lost host; the run goes on for the others while it can. */
+  warn(line: string): void;
+}
+
+/** A host that left the run (its connection closed or broke, or it broke the protocol). */
+export class HostLostError extends TrainpoolError {
+  constructor(message: string) {
+    super('WORKER_FAILED', message);
+  }
+}
+
+/** The 16 bytes of the run's id the handshake binds its proofs to. */
+export function runIdBytes(runId: string): Buffer {
+  return createHash('sha256').update(runId).digest().subarray(0, 16);
+}
+
+export class HostListener {
+  private readonly hosts = new Map<number, RemoteHost>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly waiting: { resolve(): void; reject(e: Error): void }[] = [];
+  private failure: Error | null = null;
+
+  private constructor(
+    private readonly server: net.Server,
+    private readonly o: ListenOptions,
+  ) {
+    server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      void this.admit(socket);
+    });
+  }
+
+  static async open(o: ListenOptions): Promise<HostListener> {
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new TrainpoolError('LAUNCH', `host 0 cannot listen on ${o.host}:${o.port} (TRAINPOOL_MASTER_PORT) for the other hosts: ${e.code ?? e.message}`)),
+      );
+      server.listen(o.port, o.host, () => resolve());
+    });
+    return new HostListener(server, o);
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  /** Resolves once every other host is connected and ready; rejects after `timeoutMs` naming the missing ones. */
+  async ready(timeoutMs: number): Promise<RemoteHost[]> {
+    if (this.hosts.size < this.o.nodes - 1) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve, reject) => {
+        this.waiting.push({ resolve, reject });
+        timer = setTimeout(() => {
+          const missing = Array.from({ length: this.o.nodes - 1 }, (_, i) => i + 1).filter((k) => !this.hosts.has(k));
+          reject(new TrainpoolError('LAUNCH', `host${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not join within ${timeoutMs / 1000} s (listening on port ${this.port})`));
+        }, timeoutMs);
+        if (this.failure) reject(this.failure);
+      }).finally(() => clearTimeout(timer));
+    }
+    return [...this.hosts.values()].sort((a, b) => a.nodeRank - b.nodeRank);
+  }
+
+  /**
+   * Tells every host the run is over and stops listening; a connection still open after `graceMs` (a host
+   * that does not hang up) is cut.
+   */
+  async close(reason: string, graceMs = 2_000): Promise<void> {
+    await Promise.all([...this.hosts.values()].map((h) => h.shutdown(reason)));
+    for (const s of this.sockets) s.end();
+    const cut = setTimeout(() => {
+      for (const s of this.sockets) s.destroy();
+    }, graceMs);
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    clearTimeout(cut);
+  }
+
+  private async admit(socket: net.Socket): Promise<void> {
+    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    try {
+      const { nodeRank } = await acceptPeer(socket, { secret: this.o.secret, runId: runIdBytes(this.o.runId) });
+      if (nodeRank < 1 || nodeRank >= this.o.nodes) throw new Error(`it calls itself host ${nodeRank}, outside 1–${this.o.nodes - 1}`);
+      if (this.hosts.has(nodeRank)) throw new Error(`host ${nodeRank} is already in the run`);
+      const host = await RemoteHost.join(socket, nodeRank, this.o);
+      this.hosts.set(nodeRank, host);
+      host.onLost = (e) => this.o.warn(e.message);
+      if (this.hosts.size === this.o.nodes - 1) for (const w of this.waiting.splice(0)) w.resolve();
+    } catch (e) {
+      socket.destroy();
+      this.o.warn(`refused a connection from ${from}: ${(e as Error).message}`);
+    }
+  }
+}
+
+interface Pending {
+  resolve(m: FromHost): void;
+  reject(e: Error): void;
+}
+
+/** One other host, joined: its connection, the state version it holds, its ranks' pending requests. */
+export class RemoteHost {
+  private sentVersion = -1;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private lost: Error | null = null;
+  onLost: ((e: Error) => void) | null = null;
+
+  private constructor(
+    private readonly channel: Channel,
+    private readonly socket: net.Socket,
+    readonly nodeRank: number,
+    readonly info: HostReadyMessage,
+    readonly address: string,
+    private readonly timeouts: Pick<ListenOptions, 'requestTimeoutMs' | 'firstRequestTimeoutMs'>,
+  ) {}
+
+  private answered = 0;
+
+  /** Waits for the host's hostReady on `socket` (authenticated) and checks it against this run. */
+  static join(socket: net.Socket, nodeRank: number, o: ListenOptions): Promise<RemoteHost> {
+    return new Promise((resolve, reject) => {
+      let host: RemoteHost | null = null;
+      const address = `${socket.remoteAddress}:${socket.remotePort}`;
+      const channel = new Channel(socket, {
+        message: (raw) => {
+          let m: FromHost;
+          try {
+            m = asFromHost(raw);
+          } catch (e) {
+            socket.destroy();
+            return host ? host.lose(new HostLostError(`host ${nodeRank} (${address}) sent ${(e as Error).message}`)) : reject(e);
+          }
+          if (host) return host.onMessage(m);
+          if (m.type !== 'hostReady') return reject(new Error(`its first message is ${m.type}, not hostReady`));
+          const want = Array.from({ length: o.workersPerHost }, (_, l) => nodeRank * o.workersPerHost + l);
+          const problem =
+            m.protocolVersion !== HOSTS_PROTOCOL_VERSION
+              ? `it speaks protocol ${m.protocolVersion}, host 0 ${HOSTS_PROTOCOL_VERSION}`
+              : m.nodeRank !== nodeRank
+                ? `it said host ${nodeRank} in the handshake and ${m.nodeRank} after`
+                : m.layoutHash !== o.layoutHash
+                  ? `its model's weight layout ${m.layoutHash} differs from host 0's ${o.layoutHash} (the same options on every host)`
+                  : m.workers.map((w) => w.rank).join() !== want.join()
+                    ? `it serves ranks ${m.workers.map((w) => w.rank).join(', ')}, not ${want.join(', ')} (the same number of workers on every host)`
+                    : null;
+          if (problem) {
+            socket.destroy();
+            return reject(new Error(problem));
+          }
+          host = new RemoteHost(channel, socket, nodeRank, m, address, o);
+          resolve(host);
+        },
+        close: (e) => {
+          const error = new HostLostError(`host ${nodeRank} (${address}) left the run${e ? `: ${e.message}` : ''}`);
+          if (host) host.lose(error);
+          else reject(error);
+        },
+      });
+      socket.resume();
+    });
+  }
+
+  /** The ranks' clients, in rank order; `receive` places a rank's gradients in the exchange arena. */
+  ranks(receive: (rank: number) => (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined): RemoteRank[] {
+    return this.info.workers.map((w) => new RemoteRank(this, w.rank, receive(w.rank)));
+  }
+
+  async request(rank: number, kind: RankRequestKind, shard: Shard, dropoutSeed: number, state: VersionedState): Promise<FromHost> {
+    if (this.lost) throw this.lost;
+    if (state.version !== this.sentVersion) {
+      this.sentVersion = state.version;
+      void this.send({ type: 'state', version: state.version, data: state.data });
+    }
+    const id = this.nextId++;
+    const ms = this.answered === 0 ? this.timeouts.firstRequestTimeoutMs : this.timeouts.requestTimeoutMs;
+    const timer = ms > 0 ? setTimeout(() => this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) did not answer rank ${rank}'s ${kind} within ${ms / 1000} s`)), ms) : undefined;
+    const reply = new Promise<FromHost>((resolve, reject) => this.pending.set(id, { resolve, reject })).finally(() => clearTimeout(timer));
+    void this.send({ type: 'rankRequest', id, rank, kind, version: state.version, x: shard.x, labels: shard.labels, dropoutSeed });
+    return reply;
+  }
+
+  async shutdown(reason: string): Promise<void> {
+    if (this.lost) return;
+    await this.send({ type: 'hostShutdown', reason });
+    this.lost = new Error('the run is over');
+  }
+
+  private send(m: ToHost): Promise<void> {
+    return this.channel.send(m).catch((e: Error) => this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}): sending ${m.type} failed: ${e.message}`)));
+  }
+
+  private onMessage(m: FromHost): void {
+    if (m.type === 'hostReady') return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) said hostReady twice`));
+    const p = this.pending.get(m.id);
+    if (!p) return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) answered request ${m.id}, which is not pending`));
+    this.pending.delete(m.id);
+    this.answered++;
+    if (m.type === 'rankFailed') p.reject(new TrainpoolError('WORKER_FAILED', `worker ${m.rank} on host ${this.nodeRank} (${this.address}): ${m.message}`));
+    else p.resolve(m);
+  }
+
+  private lose(e: Error): void {
+    if (this.lost) return;
+    this.lost = e;
+    this.socket.destroy();
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+    this.onLost?.(e);
+  }
+}
+
+/** One rank whose worker is on another host. */
+export class RemoteRank implements ReplicaClient {
+  constructor(
+    private readonly host: RemoteHost,
+    readonly rank: number,
+    private readonly receive: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined,
+  ) {}
+
+  async computeGradients(r: StepRequest, state: VersionedState): Promise<StepResult> {
+    const m = this.expect(await this.host.request(this.rank, 'computeGradients', r, r.dropoutSeed, state), 'grads');
+    return { grads: this.place('grads', m.grads!), stats: this.place('stats', m.stats!), loss: m.loss!, acc: m.acc!, computeMs: m.computeMs ?? 0 };
+  }
+
+  async evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
+    const m = this.expect(await this.host.request(this.rank, 'evaluate', shard, 0, state), 'count');
+    return { lossSum: m.lossSum!, correct: m.correct!, count: m.count! };
+  }
+
+  async batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array> {
+    return this.expect(await this.host.request(this.rank, 'batchStatistics', shard, 0, state), 'stats').stats!;
+  }
+
+  async close(): Promise<void> {}
+
+  private expect(m: FromHost, field: 'grads' | 'count' | 'stats') {
+    if (m.type !== 'rankReplied' || m[field] === undefined) throw new TrainpoolError('WORKER_FAILED', `host ${this.host.nodeRank} answered rank ${this.rank} without ${field}: this is a bug`);
+    return m;
+  }
+
+  /** `a` in this rank's slot of the exchange arena (where the update reads a local rank's), or `a` itself. */
+  private place(field: string, a: Float32Array): Float32Array {
+    const slot = this.receive(field, a.byteLength);
+    if (!slot) return a;
+    new Uint8Array(slot.buffer, slot.byteOffset, slot.byteLength).set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    return new Float32Array(slot.buffer, slot.byteOffset, a.length);
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The coordinator ↔ host protocol: what host 0's coordinator and another host's bin/train (its agent,
+ * coordinator/hosts/agent.ts) say over their TCP connection once the handshake (handshake.ts) has
+ * authenticated it. Frames as between coordinator and worker (frame.ts), attachments inline: no region is
+ * shared between machines.
+ *
+ * The weights cross once per host and version (`state`); each rank's request names the version it is for,
+ * and the agent hands it to that rank's worker like a local coordinator would. Replies carry each rank's
+ * gradients separately, so the coordinator averages exactly what one host with all the workers would.
+ */
+import type { BackendName } from '../engine/backend.js';
+
+/** Bumped whenever a message here changes shape; hostReady with another is refused. */
+export const HOSTS_PROTOCOL_VERSION = 1;
+
+export type RankRequestKind = 'computeGradients' | 'evaluate' | 'batchStatistics';
+
+// ── coordinator → host ────────────────────────────────────────────────────────────────────────────
+export interface StateMessage {
+  type: 'state';
+  version: number;
+  data: Float32Array;
+}
+
+export interface RankRequestMessage {
+  type: 'rankRequest';
+  id: number;
+  rank: number;
+  kind: RankRequestKind;
+  /** The state version the request is for: sent before it on the same connection. */
+  version: number;
+  x: Float32Array;
+  labels: Uint8Array;
+  dropoutSeed: number;
+}
+
+export interface HostShutdownMessage {
+  type: 'hostShutdown';
+  /** Why, for the host's last line: the run finished, or failed. */
+  reason: string;
+}
+
+export type ToHost = StateMessage | RankRequestMessage | HostShutdownMessage;
+
+// ── host → coordinator ────────────────────────────────────────────────────────────────────────────
+export interface HostReadyMessage {
+  type: 'hostReady';
+  protocolVersion: number;
+  nodeRank: number;
+  /** Its workers' global ranks, in order, and what each runs on. */
+  workers: { rank: number; backend: BackendName; device: string }[];
+  /** The model's weight layout, as its workers built it: the coordinator's must be the same. */
+  layoutHash: string;
+}
+
+export interface RankRepliedMessage {
+  type: 'rankReplied';
+  id: number;
+  rank: number;
+  grads?: Float32Array;
+  stats?: Float32Array;
+  loss?: number;
+  acc?: number;
+  computeMs?: number;
+  lossSum?: number;
+  correct?: number;
+  count?: number;
+}
+
+export interface RankFailedMessage {
+  type: 'rankFailed';
+  id: number;
+  rank: number;
+  message: string;
+}
+
+export type FromHost = HostReadyMessage | RankRepliedMessage | RankFailedMessage;
+
+const isObject = (m: unknown): m is Record<string, unknown> => typeof m === 'object' && m !== null;
+const num = (m: Record<string, unknown>, k: string) => typeof m[k] === 'number';
+
+/** `raw` as a message to a host, or an error naming what is wrong with it. */
+export function asToHost(raw: unknown): ToHost {
+  if (!isObject(raw)) throw new Error('a host message must be an object');
+  switch (raw.type) {
+    case 'state':
+      if (num(raw, 'version') && raw.data instanceof Float32Array) return raw as unknown as StateMessage;
+      break;
+    case 'rankRequest':
+      if (num(raw, 'id') && num(raw, 'rank') && num(raw, 'version') && num(raw, 'dropoutSeed') && raw.x instanceof Float32Array && raw.labels instanceof Uint8Array && ['computeGradients', 'evaluate', 'batchStatistics'].includes(raw.kind as string)) {
+        return raw as unknown as RankRequestMessage;
+      }
+      break;
+    case 'hostShutdown':
+      if (typeof raw.reason === 'string') return raw as unknown as HostShutdownMessage;
+      break;
+  }
+  throw new Error(`not a message to a host: ${JSON.stringify(raw.type)}`);
+}
+
+/** `raw` as a message from a host, or an error naming what is wrong with it. */
+export function asFromHost(raw: unknown): FromHost {
+  if (!isObject(raw)) throw new Error('a host message must be an object');
+  switch (raw.type) {
+    case 'hostReady':
+      if (num(raw, 'protocolVersion') && num(raw, 'nodeRank') && Array.isArray(raw.workers) && typeof raw.layoutHash === 'string') return raw as unknown as HostReadyMessage;
+      break;
+    case 'rankReplied':
+      if (num(raw, 'id') && num(raw, 'rank')) return raw as unknown as RankRepliedMessage;
+      break;
+    case 'rankFailed':
+      if (num(raw, 'id') && num(raw, 'rank') && typeof raw.message === 'string') return raw as unknown as RankFailedMessage;
+      break;
+  }
+  throw new Error(`not a message from a host: ${JSON.stringify(raw.type)}`);
+}

@@ -1,0 +1,218 @@
+/**
+ * Runs on several hosts. In-process: host 0's listener (coordinator/hosts/remote.ts) against hosts that
+ * speak the protocol by hand — who is let in, what is refused, and that the weights cross once per host and
+ * version while every rank's gradients come back on their own. Then for real: two bin/train process trees
+ * on loopback, each a "host" with one CPU worker, end with the weights of one host with two workers, byte
+ * for byte; and losing either host ends the other one cleanly.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { HostListener, runIdBytes, type RemoteHost } from '../src/coordinator/hosts/remote.js';
+import { Channel } from '../src/protocol/channel.js';
+import { connectPeer } from '../src/protocol/handshake.js';
+import { HOSTS_PROTOCOL_VERSION, type ToHost } from '../src/protocol/hosts.js';
+import { alive } from './helpers/process.js';
+
+const SECRET = Buffer.from('a-secret-of-at-least-thirty-two-bytes-for-the-run');
+const RUN_ID = 'run-1';
+
+const listeners: HostListener[] = [];
+afterEach(async () => {
+  await Promise.all(listeners.splice(0).map((l) => l.close('test over')));
+});
+
+async function listen(warnings: string[], nodes = 3) {
+  const l = await HostListener.open({ host: '127.0.0.1', port: 0, secret: SECRET, runId: RUN_ID, nodes, workersPerHost: 2, layoutHash: 'L', requestTimeoutMs: 1_000, firstRequestTimeoutMs: 1_000, warn: (line) => warnings.push(line) });
+  listeners.push(l);
+  return l;
+}
+
+/** A host speaking the protocol by hand: what it received, and a reply for each request (rank's values). */
+async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean } = {}) {
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  const received: ToHost[] = [];
+  await connectPeer(socket, { secret: o.secret ?? SECRET, nodeRank }).catch(() => {});
+  const channel = new Channel(socket, {
+    message: (m) => {
+      const t = m as unknown as ToHost;
+      received.push(t);
+      if (t.type === 'rankRequest' && !o.silent) {
+        void channel.send({ type: 'rankReplied', id: t.id, rank: t.rank, grads: Float32Array.of(t.rank, t.version), stats: Float32Array.of(t.labels[0]), loss: 1, acc: 0.5, computeMs: 2 });
+      }
+    },
+    close: () => {},
+  });
+  socket.resume();
+  const ranks = o.ranks ?? [2 * nodeRank, 2 * nodeRank + 1];
+  await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })) }).catch(() => {});
+  return { socket, received };
+}
+
+const settle = () => new Promise((r) => setTimeout(r, 100));
+
+describe("host 0's listener", () => {
+  it('lets in each host once, with the secret and the same model and workers, and names those it refuses', async () => {
+    const warnings: string[] = [];
+    const l = await listen(warnings);
+    await expect(l.ready(200)).rejects.toThrow('hosts 1, 2 did not join within 0.2 s');
+    const h1 = await fakeHost(l.port, 1);
+    await fakeHost(l.port, 1); // again
+    await fakeHost(l.port, 2, { secret: Buffer.alloc(40, 1) });
+    await fakeHost(l.port, 2, { layoutHash: 'other' });
+    await fakeHost(l.port, 2, { ranks: [4] });
+    await fakeHost(l.port, 3);
+    await settle();
+    expect(warnings.map((w) => w.replace(/from 127\.0\.0\.1:\d+/, 'from H'))).toEqual([
+      'refused a connection from H: host 1 is already in the run',
+      "refused a connection from H: the peer calling itself host 2 does not hold the run's secret (its proof does not match)",
+      "refused a connection from H: its model's weight layout other differs from host 0's L (the same options on every host)",
+      'refused a connection from H: it serves ranks 4, not 4, 5 (the same number of workers on every host)',
+      'refused a connection from H: it calls itself host 3, outside 1–2',
+    ]);
+    await expect(l.ready(200)).rejects.toThrow('host 2 did not join within 0.2 s');
+    await fakeHost(l.port, 2);
+    const hosts = await l.ready(2_000);
+    expect(hosts.map((h) => h.nodeRank)).toEqual([1, 2]);
+    expect(h1.socket.destroyed).toBe(false);
+  });
+
+  it('sends the weights once per host and version, and each rank’s request and reply on their own', async () => {
+    const l = await listen([], 2);
+    const h1 = await fakeHost(l.port, 1);
+    const [host] = (await l.ready(2_000)) as [RemoteHost];
+    const slots = new Map<string, Float32Array>();
+    const ranks = host.ranks((rank) => (field, bytes) => {
+      const a = new Float32Array(bytes / 4);
+      slots.set(`${rank}:${field}`, a);
+      return new Uint8Array(a.buffer) as Uint8Array<ArrayBuffer>;
+    });
+    expect(ranks.map((r) => r.rank)).toEqual([2, 3]);
+    const state = { version: 7, data: Float32Array.of(1, 2, 3) };
+    const shard = (label: number) => ({ x: new Float32Array(4), labels: Uint8Array.of(label), dropoutSeed: 5 });
+    for (const version of [7, 8]) {
+      state.version = version;
+      const results = await Promise.all(ranks.map((r, i) => r.computeGradients(shard(10 + i), state)));
+      expect(results.map((r) => Array.from(r.grads))).toEqual([
+        [2, version],
+        [3, version],
+      ]);
+      // In the slots the arena gave, where the update reads local ranks' gradients.
+      expect(results[1].grads.buffer).toBe(slots.get('3:grads')!.buffer);
+      expect(Array.from(slots.get('3:grads')!)).toEqual([3, version]);
+      expect(Array.from(results[1].stats)).toEqual([11]);
+    }
+    const kinds = h1.received.map((m) => (m.type === 'state' ? `state ${m.version}` : m.type === 'rankRequest' ? `rank ${m.rank} v${m.version}` : m.type));
+    expect(kinds).toEqual(['state 7', 'rank 2 v7', 'rank 3 v7', 'state 8', 'rank 2 v8', 'rank 3 v8']);
+    // A lost host fails its ranks' requests with one line naming it.
+    h1.socket.destroy();
+    await expect(ranks[0].computeGradients(shard(1), state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) left the run$/);
+  });
+
+  it('counts a host that stops answering as lost (a link down gives no socket error), and cuts it', async () => {
+    const l = await listen([], 2);
+    const h1 = await fakeHost(l.port, 1, { silent: true });
+    const [host] = (await l.ready(2_000)) as [RemoteHost];
+    const [rank] = host.ranks(() => () => undefined);
+    const state = { version: 1, data: new Float32Array(3) };
+    await expect(rank.computeGradients({ x: new Float32Array(4), labels: Uint8Array.of(1), dropoutSeed: 0 }, state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) did not answer rank 2's computeGradients within 1 s$/);
+    await new Promise((r) => h1.socket.once('close', r));
+  });
+});
+
+const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-hosts-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const RUN = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--epochs', '2', '--limit-train', '512', '--limit-test', '128', '--seed', '5', '--batch-size', '16'];
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+interface Host {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exit: Promise<number | null>;
+}
+
+function host(nodeRank: number, port: number, name: string, extra: string[] = []): Host {
+  const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port) };
+  const child = spawn(BIN, [...RUN, '--workers', '1', '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c) => (stdout += c));
+  child.stderr!.on('data', (c) => (stderr += c));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
+  return { child, stdout: () => stdout, stderr: () => stderr, exit };
+}
+
+/** Process ids whose parent is `pid` (a host's workers). */
+function children(pid: number): number[] {
+  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
+  return r.stdout.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
+}
+
+async function until(what: () => boolean, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (!what()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('two hosts on loopback', () => {
+  it('end with the weights of one host with both workers, byte for byte; host 1 writes nothing', async () => {
+    const port = await freePort();
+    // Host 1 first: it waits for host 0 to listen.
+    const h1 = host(1, port, 'h1');
+    const h0 = host(0, port, 'h0');
+    expect(await h0.exit).toBe(0);
+    expect(await h1.exit).toBe(0);
+    expect(h0.stdout()).toMatch(/^host 0 of 2 \(trainpool: TRAINPOOL_NODE_RANK=0, TRAINPOOL_NNODES=2, TRAINPOOL_MASTER_ADDR=127\.0\.0\.1\); global rank 0; the coordinator, listening on port \d+$/m);
+    expect(h0.stdout()).toMatch(/^host 1 \(127\.0\.0\.1:\d+\): \[1\] wasm: /m);
+    expect(h0.stdout()).toContain('global batch 32 (16 × 2), 16 steps/epoch');
+    expect(h1.stdout()).toMatch(/global rank 1; coordinator at 127\.0\.0\.1:\d+\njoined the run at 127\.0\.0\.1:\d+\nworkers: 1 \(\[1\] wasm: .*\)\ndone: host 0 ended the run\n$/);
+    expect(existsSync(path.join(dir, 'h1'))).toBe(false);
+    const single = spawnSync(BIN, [...RUN, '--workers', '2', '--output', path.join(dir, 'single', 'plot.png')], { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: '' }, timeout: 120_000 });
+    expect(single.status).toBe(0);
+    const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model', 'weights.bin'));
+    expect(weights('h0').equals(weights('single'))).toBe(true);
+  }, 180_000);
+
+  it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {
+    const port = await freePort();
+    const h0 = host(0, port, 'lost1', ['--epochs', '30']);
+    const h1 = host(1, port, 'lost1-h1', ['--epochs', '30']);
+    await until(() => h0.stdout().includes('Epoch 1/30'));
+    const workers1 = children(h1.child.pid!);
+    expect(workers1).toHaveLength(1);
+    h1.child.kill('SIGKILL');
+    for (const w of workers1) process.kill(w, 'SIGKILL'); // the whole process tree, as a lost machine
+    expect(await h0.exit).toBe(1);
+    const errors = h0.stderr().split('\n').filter((l) => l.startsWith('train: error:'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
+    expect(readdirSync(path.join(dir, 'lost1', 'plot.checkpoints'))).toContain('epoch-0001-step-000000.ckpt');
+
+    const port2 = await freePort();
+    const a0 = host(0, port2, 'lost0', ['--epochs', '30']);
+    const a1 = host(1, port2, 'lost0-h1', ['--epochs', '30']);
+    await until(() => a0.stdout().includes('Epoch 1/30'));
+    const workers = children(a1.child.pid!);
+    a0.child.kill('SIGKILL');
+    for (const w of children(a0.child.pid!)) process.kill(w, 'SIGKILL');
+    expect(await a1.exit).toBe(0);
+    expect(a1.stdout()).toMatch(/done: host 0 closed the connection/);
+    await until(() => workers.every((w) => !alive(w)), 10_000);
+  }, 180_000);
+});
