@@ -145,9 +145,10 @@ interface Host {
   exit: Promise<number | null>;
 }
 
-function host(nodeRank: number, port: number, name: string, extra: string[] = []): Host {
+function host(nodeRank: number, port: number, name: string, epochs = 2): Host {
   const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port) };
-  const child = spawn(BIN, [...RUN, '--workers', '1', '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? String(epochs) : a));
+  const child = spawn(BIN, [...args, '--workers', '1', '--output', path.join(dir, name, 'plot.png')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c) => (stdout += c));
@@ -191,8 +192,8 @@ describe('two hosts on loopback', () => {
 
   it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {
     const port = await freePort();
-    const h0 = host(0, port, 'lost1', ['--epochs', '30']);
-    const h1 = host(1, port, 'lost1-h1', ['--epochs', '30']);
+    const h0 = host(0, port, 'lost1', 30);
+    const h1 = host(1, port, 'lost1-h1', 30);
     await until(() => h0.stdout().includes('Epoch 1/30'));
     const workers1 = children(h1.child.pid!);
     expect(workers1).toHaveLength(1);
@@ -203,10 +204,16 @@ describe('two hosts on loopback', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
     expect(readdirSync(path.join(dir, 'lost1', 'plot.checkpoints'))).toContain('epoch-0001-step-000000.ckpt');
+    // Its checkpoint continues on two hosts only: on one, the same --workers is another global batch.
+    const run30 = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? '30' : a));
+    expect(run30.join(' ')).toContain('--epochs 30');
+    const alone = spawnSync(BIN, [...run30, '--workers', '1', '--resume', '--output', path.join(dir, 'lost1', 'plot.png')], { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: '' }, timeout: 60_000 });
+    expect(alone.status).toBe(1);
+    expect(alone.stderr).toBe('train: error: --resume: the checkpoint was trained on 2 hosts of 1 workers and this run has 1; start it on 2 again\n');
 
     const port2 = await freePort();
-    const a0 = host(0, port2, 'lost0', ['--epochs', '30']);
-    const a1 = host(1, port2, 'lost0-h1', ['--epochs', '30']);
+    const a0 = host(0, port2, 'lost0', 30);
+    const a1 = host(1, port2, 'lost0-h1', 30);
     await until(() => a0.stdout().includes('Epoch 1/30'));
     const workers = children(a1.child.pid!);
     a0.child.kill('SIGKILL');

@@ -55,6 +55,8 @@ export interface CheckpointData {
    * are never taken for this one's. Absent in checkpoints written before it existed.
    */
   runId?: string;
+  /** Hosts the run spans (coordinator/hosts/), where more than one: the global batch depends on it. */
+  hosts?: number;
   weights: Float32Array;
   velocity: Float32Array;
   mean: Float32Array;

@@ -78,7 +78,12 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
   const totalSize = master.layout.totalSize;
   // Several hosts: every host's workers are ranks of this run, host k's numbered from k × --workers.
   const cluster = io.hosts?.cluster;
-  const ranks = config.workers * (cluster?.nodes ?? 1);
+  const nodes = cluster?.nodes ?? 1;
+  const ranks = config.workers * nodes;
+  if (resume && (resume.hosts ?? 1) !== nodes) {
+    // --workers is per host: the same command on another number of hosts is another global batch.
+    throw new TrainpoolError('CHECKPOINT', `--resume: the checkpoint was trained on ${resume.hosts ?? 1} host${(resume.hosts ?? 1) > 1 ? 's' : ''} of ${config.workers} workers and this run has ${nodes}; start it on ${resume.hosts ?? 1} again`);
+  }
   // Listening from here on, while this host loads and starts its own workers; the others may come first.
   const listener =
     cluster && io.hosts
@@ -150,6 +155,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
       history: state.history,
       config: shapingConfig(config),
       layoutHash: master.layoutHash,
+      ...(nodes > 1 ? { hosts: nodes } : {}),
       weights: state.weights,
       velocity: state.sgd.velocity,
       mean,
