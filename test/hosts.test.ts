@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { HostListener, runIdBytes, type RemoteHost } from '../src/coordinator/hosts/remote.js';
+import { HostListener } from '../src/coordinator/hosts/remote.js';
 import { Channel } from '../src/protocol/channel.js';
 import { connectPeer } from '../src/protocol/handshake.js';
 import { HOSTS_PROTOCOL_VERSION, type ToHost } from '../src/protocol/hosts.js';
@@ -26,14 +26,27 @@ afterEach(async () => {
   await Promise.all(listeners.splice(0).map((l) => l.close('test over')));
 });
 
-async function listen(warnings: string[], nodes = 3) {
-  const l = await HostListener.open({ host: '127.0.0.1', port: 0, secret: SECRET, runId: RUN_ID, nodes, workersPerHost: 2, layoutHash: 'L', requestTimeoutMs: 1_000, firstRequestTimeoutMs: 1_000, warn: (line) => warnings.push(line) });
+async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500) {
+  const l = await HostListener.open({
+    host: '127.0.0.1',
+    port: 0,
+    secret: SECRET,
+    runId: RUN_ID,
+    nodes,
+    workersPerHost: 2,
+    layoutHash: 'L',
+    requestTimeoutMs: 1_000,
+    firstRequestTimeoutMs: 1_000,
+    rejoinTimeoutMs,
+    heartbeat: { intervalMs: 50, silentMs: 400 },
+    warn: (line) => warnings.push(line),
+  });
   listeners.push(l);
   return l;
 }
 
 /** A host speaking the protocol by hand: what it received, and a reply for each request (rank's values). */
-async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean } = {}) {
+async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean } = {}) {
   const socket = net.connect(port, '127.0.0.1');
   await new Promise((r) => socket.once('connect', r));
   const received: ToHost[] = [];
@@ -49,6 +62,9 @@ async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; la
     close: () => {},
   });
   socket.resume();
+  // A live host's heartbeat (coordinator/hosts/heartbeat.ts), unless told to fall silent.
+  const beat = setInterval(() => o.beats !== false && !socket.destroyed && void channel.send({ type: 'heartbeat' }).catch(() => {}), 50);
+  socket.once('close', () => clearInterval(beat));
   const ranks = o.ranks ?? [2 * nodeRank, 2 * nodeRank + 1];
   await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })) }).catch(() => {});
   return { socket, received };
@@ -85,9 +101,9 @@ describe("host 0's listener", () => {
   it('sends the weights once per host and version, and each rank’s request and reply on their own', async () => {
     const l = await listen([], 2);
     const h1 = await fakeHost(l.port, 1);
-    const [host] = (await l.ready(2_000)) as [RemoteHost];
+    await l.ready(2_000);
     const slots = new Map<string, Float32Array>();
-    const ranks = host.ranks((rank) => (field, bytes) => {
+    const ranks = l.ranks((rank) => (field, bytes) => {
       const a = new Float32Array(bytes / 4);
       slots.set(`${rank}:${field}`, a);
       return new Uint8Array(a.buffer) as Uint8Array<ArrayBuffer>;
@@ -109,19 +125,54 @@ describe("host 0's listener", () => {
     }
     const kinds = h1.received.map((m) => (m.type === 'state' ? `state ${m.version}` : m.type === 'rankRequest' ? `rank ${m.rank} v${m.version}` : m.type));
     expect(kinds).toEqual(['state 7', 'rank 2 v7', 'rank 3 v7', 'state 8', 'rank 2 v8', 'rank 3 v8']);
-    // A lost host fails its ranks' requests with one line naming it.
+    // A lost host without a replacement fails its ranks' requests with one line naming it.
     h1.socket.destroy();
-    await expect(ranks[0].computeGradients(shard(1), state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) left the run$/);
+    await expect(ranks[0].computeGradients(shard(1), state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) left the run; no replacement joined within 0\.5 s$/);
+  });
+
+  it('runs a lost host’s requests again on its replacement, with the current weights', async () => {
+    const warnings: string[] = [];
+    const l = await listen(warnings, 2, 5_000);
+    const h1 = await fakeHost(l.port, 1, { silent: true }); // takes requests, never answers
+    await l.ready(2_000);
+    const ranks = l.ranks(() => () => undefined);
+    const state = { version: 4, data: Float32Array.of(9) };
+    const pending = Promise.all(ranks.map((r) => r.computeGradients({ x: new Float32Array(4), labels: Uint8Array.of(r.rank), dropoutSeed: 1 }, state)));
+    await settle();
+    h1.socket.destroy(); // the machine is gone
+    await settle();
+    const h1b = await fakeHost(l.port, 1);
+    const results = await pending;
+    expect(results.map((r) => Array.from(r.grads))).toEqual([
+      [2, 4],
+      [3, 4],
+    ]);
+    // The replacement got the weights first, then both lost requests.
+    expect(h1b.received.filter((m) => m.type !== 'heartbeat').map((m) => (m.type === 'rankRequest' ? `rank ${m.rank}` : m.type))).toEqual(['state', 'rank 2', 'rank 3']);
+    expect(warnings.map((w) => w.replace(/127\.0\.0\.1:\d+/, 'H'))).toEqual(['host 1 (H) left the run: its ranks wait up to 5 s for a replacement', 'host 1 rejoined from H: its lost requests run again there']);
+  });
+
+  it('counts a host that falls silent as lost within the heartbeat’s limit, though its connection stays open', async () => {
+    const warnings: string[] = [];
+    const l = await listen(warnings, 2);
+    const h1 = await fakeHost(l.port, 1, { beats: false, silent: true });
+    await l.ready(2_000);
+    const [rank] = l.ranks(() => () => undefined);
+    // Said by the heartbeat, not by the request's own timeout (1 s), which would say "did not answer".
+    await expect(rank.computeGradients({ x: new Float32Array(4), labels: Uint8Array.of(1), dropoutSeed: 0 }, { version: 1, data: new Float32Array(1) })).rejects.toThrow(
+      /^host 1 \(127\.0\.0\.1:\d+\) went silent for 0\.\d s; no replacement joined within 0\.5 s$/,
+    );
+    await until(() => h1.socket.destroyed, 2_000); // cut from host 0's side
   });
 
   it('counts a host that stops answering as lost (a link down gives no socket error), and cuts it', async () => {
     const l = await listen([], 2);
     const h1 = await fakeHost(l.port, 1, { silent: true });
-    const [host] = (await l.ready(2_000)) as [RemoteHost];
-    const [rank] = host.ranks(() => () => undefined);
+    await l.ready(2_000);
+    const [rank] = l.ranks(() => () => undefined);
     const state = { version: 1, data: new Float32Array(3) };
-    await expect(rank.computeGradients({ x: new Float32Array(4), labels: Uint8Array.of(1), dropoutSeed: 0 }, state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) did not answer rank 2's computeGradients within 1 s$/);
-    await new Promise((r) => h1.socket.once('close', r));
+    await expect(rank.computeGradients({ x: new Float32Array(4), labels: Uint8Array.of(1), dropoutSeed: 0 }, state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) did not answer rank 2's computeGradients within 1 s; no replacement joined within 0\.5 s$/);
+    await until(() => h1.socket.destroyed, 2_000); // cut from host 0's side
   });
 });
 
@@ -145,10 +196,10 @@ interface Host {
   exit: Promise<number | null>;
 }
 
-function host(nodeRank: number, port: number, name: string, epochs = 2): Host {
+function host(nodeRank: number, port: number, name: string, epochs = 2, extra: string[] = []): Host {
   const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port) };
   const args = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? String(epochs) : a));
-  const child = spawn(BIN, [...args, '--workers', '1', '--output', path.join(dir, name, 'plot.png')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(BIN, [...args, '--workers', '1', '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c) => (stdout += c));
@@ -171,6 +222,19 @@ async function until(what: () => boolean, ms = 60_000) {
   }
 }
 
+const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model', 'weights.bin'));
+
+/** The same run on one host with both workers (run once). */
+let single: Buffer | null = null;
+function singleHostWeights(): Buffer {
+  if (!single) {
+    const r = spawnSync(BIN, [...RUN, '--workers', '2', '--output', path.join(dir, 'single', 'plot.png')], { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: '' }, timeout: 120_000 });
+    expect(r.status).toBe(0);
+    single = weights('single');
+  }
+  return single;
+}
+
 describe('two hosts on loopback', () => {
   it('end with the weights of one host with both workers, byte for byte; host 1 writes nothing', async () => {
     const port = await freePort();
@@ -184,15 +248,26 @@ describe('two hosts on loopback', () => {
     expect(h0.stdout()).toContain('global batch 32 (16 × 2), 16 steps/epoch');
     expect(h1.stdout()).toMatch(/global rank 1; coordinator at 127\.0\.0\.1:\d+\njoined the run at 127\.0\.0\.1:\d+\nworkers: 1 \(\[1\] wasm: .*\)\ndone: host 0 ended the run\n$/);
     expect(existsSync(path.join(dir, 'h1'))).toBe(false);
-    const single = spawnSync(BIN, [...RUN, '--workers', '2', '--output', path.join(dir, 'single', 'plot.png')], { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: '' }, timeout: 120_000 });
-    expect(single.status).toBe(0);
-    const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model', 'weights.bin'));
-    expect(weights('h0').equals(weights('single'))).toBe(true);
+    expect(weights('h0').equals(singleHostWeights())).toBe(true);
+  }, 180_000);
+
+  it('a lost host replaced by its launcher: the replacement joins, runs the lost step again, and the weights are those of one host', async () => {
+    const port = await freePort();
+    const h0 = host(0, port, 'rejoined');
+    const h1 = host(1, port, 'rejoined-h1');
+    await until(() => h0.stdout().includes('Epoch 1/2'));
+    h1.child.kill('SIGKILL');
+    for (const w of children(h1.child.pid!)) process.kill(w, 'SIGKILL');
+    const again = host(1, port, 'rejoined-h1');
+    expect(await h0.exit).toBe(0);
+    expect(await again.exit).toBe(0);
+    expect(h0.stderr()).toMatch(/host 1 \(127\.0\.0\.1:\d+\) left the run: its ranks wait up to 60 s for a replacement\n.*host 1 rejoined from 127\.0\.0\.1:\d+: its lost requests run again there/s);
+    expect(weights('rejoined').equals(singleHostWeights())).toBe(true);
   }, 180_000);
 
   it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {
     const port = await freePort();
-    const h0 = host(0, port, 'lost1', 30);
+    const h0 = host(0, port, 'lost1', 30, ['--rejoin-timeout', '2']);
     const h1 = host(1, port, 'lost1-h1', 30);
     await until(() => h0.stdout().includes('Epoch 1/30'));
     const workers1 = children(h1.child.pid!);
@@ -202,7 +277,7 @@ describe('two hosts on loopback', () => {
     expect(await h0.exit).toBe(1);
     const errors = h0.stderr().split('\n').filter((l) => l.startsWith('train: error:'));
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
+    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run; no replacement joined within 2 s; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
     expect(readdirSync(path.join(dir, 'lost1', 'plot.checkpoints'))).toContain('epoch-0001-step-000000.ckpt');
     // Its checkpoint continues on two hosts only: on one, the same --workers is another global batch.
     const run30 = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? '30' : a));

@@ -46,6 +46,8 @@ export const DEFAULTS = {
   firstStepTimeoutS: 600,
   /** Seconds for a worker's start-up: process, backend, model build, handshake. */
   workerStartTimeoutS: 120,
+  /** Seconds host 0 waits for a lost host's replacement on a run of several hosts (--rejoin-timeout). */
+  rejoinTimeoutS: 60,
   /** A rank that fails this many times in a row stops the run (coordinator/supervisor.ts). */
   maxConsecutiveFailures: 3,
   /** Epochs of linear warmup with --scale-lr (Goyal et al. 2017). */
@@ -106,6 +108,8 @@ export interface ResolvedConfig {
   /** Per-step worker deadline in ms (the first step gets `firstStepTimeoutMs`). */
   stepTimeoutMs: number;
   firstStepTimeoutMs: number;
+  /** Several hosts: how long a lost host's ranks wait for its replacement before the run stops (ms). */
+  rejoinTimeoutMs: number;
 }
 
 export type Rule =
@@ -316,6 +320,14 @@ export const OPTIONS = {
     // Node's timers hold at most 2^31 − 1 ms; a longer delay fires after 1 ms.
     rule: { kind: 'positive', max: MAX_TIMER_S },
     default: D.stepTimeoutS,
+  },
+  rejoinTimeout: {
+    flag: '--rejoin-timeout <s>',
+    help: "several hosts: seconds host 0 waits for a lost host's replacement (its launcher restarts it) before it stops with a checkpoint",
+    rule: { kind: 'positive', max: MAX_TIMER_S },
+    default: D.rejoinTimeoutS,
+    // The library's train() runs on one host.
+    cliOnly: true,
   },
   logLevel: {
     flag: '--log-level <level>',

@@ -148,6 +148,7 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     explicit: OPTION_KEYS.filter(asked),
     stepTimeoutMs,
     firstStepTimeoutMs: Math.max(DEFAULTS.firstStepTimeoutS * 1000, stepTimeoutMs),
+    rejoinTimeoutMs: parse('rejoinTimeout') * 1000,
   };
 }
 

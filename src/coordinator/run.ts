@@ -98,6 +98,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           // A host's own workers time out first (their supervisor replaces them there); this is for the link.
           requestTimeoutMs: config.stepTimeoutMs && config.stepTimeoutMs * 2,
           firstRequestTimeoutMs: config.firstStepTimeoutMs && config.firstStepTimeoutMs * 2,
+          rejoinTimeoutMs: config.rejoinTimeoutMs,
           warn: (line) => {
             io.warn?.(line);
             io.logger.warn({ hosts: line }, 'hosts');
@@ -167,7 +168,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
     if (cluster) io.out(describeCluster(cluster, config.workers));
     const hosts = listener ? await listener.ready(DEFAULTS.workerStartTimeoutS * 1000) : [];
-    const clients: ReplicaClient[] = [...workers, ...hosts.flatMap((h) => h.ranks((rank) => arena.receiver(rank, ['grads', 'stats'])))];
+    const clients: ReplicaClient[] = [...workers, ...(listener?.ranks((rank) => arena.receiver(rank, ['grads', 'stats'])) ?? [])];
     for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}`);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: ranks });
     if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);

@@ -40,7 +40,12 @@ export interface HostShutdownMessage {
   reason: string;
 }
 
-export type ToHost = StateMessage | RankRequestMessage | HostShutdownMessage;
+/** Either way, every second (coordinator/hosts/heartbeat.ts): a silent link is a lost one. */
+export interface HeartbeatMessage {
+  type: 'heartbeat';
+}
+
+export type ToHost = StateMessage | RankRequestMessage | HostShutdownMessage | HeartbeatMessage;
 
 // ── host → coordinator ────────────────────────────────────────────────────────────────────────────
 export interface HostReadyMessage {
@@ -74,7 +79,7 @@ export interface RankFailedMessage {
   message: string;
 }
 
-export type FromHost = HostReadyMessage | RankRepliedMessage | RankFailedMessage;
+export type FromHost = HostReadyMessage | RankRepliedMessage | RankFailedMessage | HeartbeatMessage;
 
 const isObject = (m: unknown): m is Record<string, unknown> => typeof m === 'object' && m !== null;
 const num = (m: Record<string, unknown>, k: string) => typeof m[k] === 'number';
@@ -94,6 +99,8 @@ export function asToHost(raw: unknown): ToHost {
     case 'hostShutdown':
       if (typeof raw.reason === 'string') return raw as unknown as HostShutdownMessage;
       break;
+    case 'heartbeat':
+      return { type: 'heartbeat' };
   }
   throw new Error(`not a message to a host: ${JSON.stringify(raw.type)}`);
 }
@@ -111,6 +118,8 @@ export function asFromHost(raw: unknown): FromHost {
     case 'rankFailed':
       if (num(raw, 'id') && num(raw, 'rank') && typeof raw.message === 'string') return raw as unknown as RankFailedMessage;
       break;
+    case 'heartbeat':
+      return { type: 'heartbeat' };
   }
   throw new Error(`not a message from a host: ${JSON.stringify(raw.type)}`);
 }

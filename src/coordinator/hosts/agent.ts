@@ -17,7 +17,7 @@ import { TrainpoolError } from '../../util/errors.js';
 import type { VersionedState } from '../replica-client.js';
 import { SupervisedWorker } from '../supervisor.js';
 import { workerGpu } from '../worker-gpu.js';
-import { runIdBytes } from './remote.js';
+import { heartbeat } from './heartbeat.js';
 
 export interface AgentOptions {
   config: ResolvedConfig;
@@ -38,7 +38,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
   const G = config.workers;
   const first = cluster.nodeRank * G;
   const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
-  const { runId } = await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank });
+  await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank });
   o.out(`joined the run at ${master.host}:${master.port}`);
   const workers = Array.from(
     { length: G },
@@ -87,7 +87,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           }
           switch (m.type) {
             case 'state':
-              // Its own copy: a frame's views are the channel's, and the weights outlive the frame.
+              // Kept as it came: each frame has a buffer of its own (protocol/frame.ts).
               state = { version: m.version, data: m.data };
               return;
             case 'rankRequest':
@@ -95,6 +95,8 @@ export async function runAgent(o: AgentOptions): Promise<string> {
             case 'hostShutdown':
               socket.end();
               return resolve(m.reason);
+            case 'heartbeat':
+              return;
             default: {
               const never: never = m;
               throw new Error(`unhandled host message ${JSON.stringify(never)}: this is a bug`);
@@ -104,8 +106,15 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         close: (e) => resolve(`host 0 closed the connection${e ? ` (${e.message})` : ''}`),
       });
       socket.resume();
+      heartbeat(
+        socket,
+        () => void channel.send({ type: 'heartbeat' }).catch(() => {}),
+        (ms) => {
+          socket.destroy();
+          resolve(`host 0 went silent for ${(ms / 1000).toFixed(1)} s`);
+        },
+      );
       void channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank: cluster.nodeRank, layoutHash: o.layoutHash, workers: ready.map((r) => ({ rank: r.rank, backend: r.backend, device: r.device })) });
-      void runId;
     });
   } finally {
     socket.destroy();

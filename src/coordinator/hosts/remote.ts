@@ -8,6 +8,12 @@
  * gradients come back on their own and are copied into that rank's slot of the exchange arena, where the
  * update reads local ranks' gradients: the mean over N hosts × G workers is the one a single host with
  * N × G workers computes, in the same rank order, to the bit.
+ *
+ * A host that is lost (its connection closed, or silent past the heartbeat's limit, heartbeat.ts) may be
+ * replaced by the launcher: a new bin/train with the same host rank that joins within `rejoinTimeoutMs`
+ * takes its place, gets the current weights and runs the lost requests again — every input of a step is a
+ * function of the coordinator's state, so the run ends as if nothing had happened. Otherwise its ranks'
+ * requests fail and the run stops with a checkpoint.
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
@@ -17,6 +23,7 @@ import { acceptPeer } from '../../protocol/handshake.js';
 import { asFromHost, HOSTS_PROTOCOL_VERSION, type FromHost, type HostReadyMessage, type RankRequestKind, type ToHost } from '../../protocol/hosts.js';
 import { TrainpoolError } from '../../util/errors.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../replica-client.js';
+import { heartbeat } from './heartbeat.js';
 
 export interface ListenOptions {
   /** Where to listen: the address host 0 is known by when it is a loopback one, else every interface. */
@@ -34,6 +41,10 @@ export interface ListenOptions {
    */
   requestTimeoutMs: number;
   firstRequestTimeoutMs: number;
+  /** How long a lost host's ranks wait for its replacement (--rejoin-timeout). */
+  rejoinTimeoutMs: number;
+  /** The heartbeat's period and the silence after which a host counts as lost (tests shorten them). */
+  heartbeat?: { intervalMs: number; silentMs: number };
   /** One line per refused connection or lost host; the run goes on for the others while it can. */
   warn(line: string): void;
 }
@@ -54,7 +65,10 @@ export class HostListener {
   private readonly hosts = new Map<number, RemoteHost>();
   private readonly sockets = new Set<net.Socket>();
   private readonly waiting: { resolve(): void; reject(e: Error): void }[] = [];
+  /** Who waits for host k's replacement. */
+  private readonly rejoining = new Map<number, (() => void)[]>();
   private failure: Error | null = null;
+  private closed = false;
 
   private constructor(
     private readonly server: net.Server,
@@ -103,6 +117,7 @@ export class HostListener {
    * that does not hang up) is cut.
    */
   async close(reason: string, graceMs = 2_000): Promise<void> {
+    this.closed = true;
     await Promise.all([...this.hosts.values()].map((h) => h.shutdown(reason)));
     for (const s of this.sockets) s.end();
     const cut = setTimeout(() => {
@@ -112,15 +127,58 @@ export class HostListener {
     clearTimeout(cut);
   }
 
+  /** A client per rank of the joined hosts, in rank order; `receive` places a rank's gradients in the exchange arena. */
+  ranks(receive: (rank: number) => (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined): RemoteRank[] {
+    return [...this.hosts.values()]
+      .sort((a, b) => a.nodeRank - b.nodeRank)
+      .flatMap((h) => h.info.workers.map((w) => new RemoteRank(this, h.nodeRank, w.rank, receive(w.rank))));
+  }
+
+  /** A request to rank `rank` on host `nodeRank`, run again on its replacement where the host is lost. */
+  async request(nodeRank: number, rank: number, kind: RankRequestKind, shard: Shard, dropoutSeed: number, state: VersionedState): Promise<FromHost> {
+    for (;;) {
+      const host = this.hosts.get(nodeRank);
+      if (!host) throw new Error(`no host ${nodeRank} in the run: this is a bug`);
+      try {
+        return await host.request(rank, kind, shard, dropoutSeed, state);
+      } catch (e) {
+        if (!(e instanceof HostLostError) || this.closed) throw e;
+        await this.replacement(host, e);
+      }
+    }
+  }
+
+  /** Resolves once `lost` has a replacement; rejects after rejoinTimeoutMs with why it was lost. */
+  private async replacement(lost: RemoteHost, why: HostLostError): Promise<void> {
+    if (this.hosts.get(lost.nodeRank) !== lost) return; // already replaced
+    let timer: NodeJS.Timeout | undefined;
+    const waiters = this.rejoining.get(lost.nodeRank) ?? [];
+    this.rejoining.set(lost.nodeRank, waiters);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        waiters.push(resolve);
+        timer = setTimeout(() => reject(new HostLostError(`${why.message}; no replacement joined within ${this.o.rejoinTimeoutMs / 1000} s`)), this.o.rejoinTimeoutMs);
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async admit(socket: net.Socket): Promise<void> {
     const from = `${socket.remoteAddress}:${socket.remotePort}`;
     try {
       const { nodeRank } = await acceptPeer(socket, { secret: this.o.secret, runId: runIdBytes(this.o.runId) });
       if (nodeRank < 1 || nodeRank >= this.o.nodes) throw new Error(`it calls itself host ${nodeRank}, outside 1–${this.o.nodes - 1}`);
-      if (this.hosts.has(nodeRank)) throw new Error(`host ${nodeRank} is already in the run`);
+      const before = this.hosts.get(nodeRank);
+      if (before && !before.isLost) throw new Error(`host ${nodeRank} is already in the run`);
       const host = await RemoteHost.join(socket, nodeRank, this.o);
+      if (this.hosts.get(nodeRank) !== before || this.closed) throw new Error(`host ${nodeRank} is already in the run`);
       this.hosts.set(nodeRank, host);
-      host.onLost = (e) => this.o.warn(e.message);
+      host.onLost = (e) => this.o.warn(`${e.message}${this.closed ? '' : `: its ranks wait up to ${this.o.rejoinTimeoutMs / 1000} s for a replacement`}`);
+      if (before) {
+        this.o.warn(`host ${nodeRank} rejoined from ${host.address}: its lost requests run again there`);
+        for (const wake of this.rejoining.get(nodeRank)?.splice(0) ?? []) wake();
+      }
       if (this.hosts.size === this.o.nodes - 1) for (const w of this.waiting.splice(0)) w.resolve();
     } catch (e) {
       socket.destroy();
@@ -141,6 +199,10 @@ export class RemoteHost {
   private readonly pending = new Map<number, Pending>();
   private lost: Error | null = null;
   onLost: ((e: Error) => void) | null = null;
+
+  get isLost(): boolean {
+    return this.lost !== null;
+  }
 
   private constructor(
     private readonly channel: Channel,
@@ -184,8 +246,15 @@ export class RemoteHost {
             socket.destroy();
             return reject(new Error(problem));
           }
-          host = new RemoteHost(channel, socket, nodeRank, m, address, o);
-          resolve(host);
+          const joined = new RemoteHost(channel, socket, nodeRank, m, address, o);
+          host = joined;
+          heartbeat(
+            socket,
+            () => void joined.send({ type: 'heartbeat' }),
+            (ms) => joined.lose(new HostLostError(`host ${nodeRank} (${address}) went silent for ${(ms / 1000).toFixed(1)} s`)),
+            o.heartbeat,
+          );
+          resolve(joined);
         },
         close: (e) => {
           const error = new HostLostError(`host ${nodeRank} (${address}) left the run${e ? `: ${e.message}` : ''}`);
@@ -195,11 +264,6 @@ export class RemoteHost {
       });
       socket.resume();
     });
-  }
-
-  /** The ranks' clients, in rank order; `receive` places a rank's gradients in the exchange arena. */
-  ranks(receive: (rank: number) => (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined): RemoteRank[] {
-    return this.info.workers.map((w) => new RemoteRank(this, w.rank, receive(w.rank)));
   }
 
   async request(rank: number, kind: RankRequestKind, shard: Shard, dropoutSeed: number, state: VersionedState): Promise<FromHost> {
@@ -222,11 +286,12 @@ export class RemoteHost {
     this.lost = new Error('the run is over');
   }
 
-  private send(m: ToHost): Promise<void> {
+  send(m: ToHost): Promise<void> {
     return this.channel.send(m).catch((e: Error) => this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}): sending ${m.type} failed: ${e.message}`)));
   }
 
   private onMessage(m: FromHost): void {
+    if (m.type === 'heartbeat') return;
     if (m.type === 'hostReady') return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) said hostReady twice`));
     const p = this.pending.get(m.id);
     if (!p) return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) answered request ${m.id}, which is not pending`));
@@ -236,7 +301,7 @@ export class RemoteHost {
     else p.resolve(m);
   }
 
-  private lose(e: Error): void {
+  lose(e: Error): void {
     if (this.lost) return;
     this.lost = e;
     this.socket.destroy();
@@ -246,32 +311,33 @@ export class RemoteHost {
   }
 }
 
-/** One rank whose worker is on another host. */
+/** One rank whose worker is on another host (the one host `nodeRank` is now: a replacement takes over). */
 export class RemoteRank implements ReplicaClient {
   constructor(
-    private readonly host: RemoteHost,
+    private readonly hosts: HostListener,
+    private readonly nodeRank: number,
     readonly rank: number,
     private readonly receive: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined,
   ) {}
 
   async computeGradients(r: StepRequest, state: VersionedState): Promise<StepResult> {
-    const m = this.expect(await this.host.request(this.rank, 'computeGradients', r, r.dropoutSeed, state), 'grads');
+    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'computeGradients', r, r.dropoutSeed, state), 'grads');
     return { grads: this.place('grads', m.grads!), stats: this.place('stats', m.stats!), loss: m.loss!, acc: m.acc!, computeMs: m.computeMs ?? 0 };
   }
 
   async evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
-    const m = this.expect(await this.host.request(this.rank, 'evaluate', shard, 0, state), 'count');
+    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'evaluate', shard, 0, state), 'count');
     return { lossSum: m.lossSum!, correct: m.correct!, count: m.count! };
   }
 
   async batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array> {
-    return this.expect(await this.host.request(this.rank, 'batchStatistics', shard, 0, state), 'stats').stats!;
+    return this.expect(await this.hosts.request(this.nodeRank, this.rank, 'batchStatistics', shard, 0, state), 'stats').stats!;
   }
 
   async close(): Promise<void> {}
 
   private expect(m: FromHost, field: 'grads' | 'count' | 'stats') {
-    if (m.type !== 'rankReplied' || m[field] === undefined) throw new TrainpoolError('WORKER_FAILED', `host ${this.host.nodeRank} answered rank ${this.rank} without ${field}: this is a bug`);
+    if (m.type !== 'rankReplied' || m[field] === undefined) throw new TrainpoolError('WORKER_FAILED', `host ${this.nodeRank} answered rank ${this.rank} without ${field}: this is a bug`);
     return m;
   }
 
