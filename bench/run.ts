@@ -10,8 +10,9 @@
  *
  *   passes      each per-element pass of a step alone: region writes and reads, the mean + SGD in
  *               JavaScript and in WebAssembly
+ *   hosts       two fake workers on one host, and on two hosts over loopback TCP (authenticated)
  *
- * Options: --only transport,passes,overhead,augment,engine  --backends wasm,cpu,webgpu  --quick
+ * Options: --only transport,passes,overhead,hosts,augment,engine  --backends wasm,cpu,webgpu  --quick
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -21,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { benchAugment } from './augment.js';
 import type { EngineResult } from './engine.js';
-import { benchOverhead, benchPasses, benchTransport, type OverheadResult } from './runtime.js';
+import { benchHosts, benchOverhead, benchPasses, benchTransport, type OverheadResult } from './runtime.js';
 import { sharedMemory } from '../src/protocol/shm.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -52,7 +53,7 @@ function engineInChild(backend: string, quick: boolean): EngineResult | { backen
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: 'transport,passes,overhead,augment,engine' },
+      only: { type: 'string', default: 'transport,passes,overhead,hosts,augment,engine' },
       backends: { type: 'string', default: 'wasm,cpu' },
       quick: { type: 'boolean', default: false },
     },
@@ -100,6 +101,12 @@ async function main(): Promise<void> {
         'shards ready': `${(r.shardsReadyShare * 100).toFixed(0)} %`,
       })),
     );
+  }
+  if (only.has('hosts')) {
+    const rows = await benchHosts(15, quick ? 10 : 40);
+    results.hosts = rows;
+    console.log('\nTwo workers (fake, 15 ms per step) on one host, and on two hosts over loopback TCP');
+    console.table(rows.map((r) => ({ setup: r.setup, steps: r.steps, 'ms/step': r.msPerStep.toFixed(1), 'overhead ms': r.overheadMs.toFixed(1) })));
   }
   if (only.has('passes')) {
     const rows = await benchPasses([1, 2, 4, 8], quick ? 5 : 15);

@@ -14,6 +14,11 @@ import { BulkFile, bulkDirectory } from '../src/protocol/bulk.js';
 import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { freshState, train, type StepInfo } from '../src/coordinator/trainer.js';
 import { AugmentPool } from '../src/data/augment-pool.js';
+import pino from 'pino';
+import { runAgent } from '../src/coordinator/hosts/agent.js';
+import { HostListener } from '../src/coordinator/hosts/remote.js';
+import type { ReplicaClient } from '../src/coordinator/replica-client.js';
+import type { ResolvedConfig } from '../src/config/config.js';
 
 /** MiniGoogLeNet's trainable weights and BN statistics (32×32×3, 10 classes). */
 export const MINIGOOGLENET_SIZES = { trainableSize: 1_652_826, statsSize: 3_424 };
@@ -172,6 +177,89 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
   // Efficiency against one worker with the same exchange.
   const base = out.find((r) => r.workers === 1)?.imagesPerSecond ?? out[0].imagesPerSecond / out[0].workers;
   for (const r of out) r.efficiency = r.imagesPerSecond / (r.workers * base);
+  return out;
+}
+
+export interface HostsResult {
+  setup: '1 host × 2 workers' | '2 hosts × 1 worker, loopback TCP';
+  steps: number;
+  msPerStep: number;
+  /** Mean ms of a step beyond the slowest worker's compute, as benchOverhead's. */
+  overheadMs: number;
+}
+
+/**
+ * The exchange between hosts beside one host's: two fake workers (delayMs per step) on one host, then one
+ * local and one behind a second host's agent (coordinator/hosts/agent.ts, in this process: its worker is a
+ * process of its own) over loopback TCP, authenticated. The agent's weights, shard and gradients cross the
+ * socket (6.6 MB each way per step) on top of the agent's own regions to its worker.
+ */
+export async function benchHosts(delayMs = 15, steps = 40): Promise<HostsResult[]> {
+  const batch = 64;
+  const size = 32 * 32 * 3;
+  const images = new Uint8Array(batch * steps * 2 * size).map((_, i) => (i * 7) & 255);
+  const labels = Uint8Array.from({ length: images.length / size }, (_, i) => i % 10);
+  const pool = new AugmentPool({ threads: 2, images, labels, mean: new Float32Array(size), height: 32, width: 32, depth: 3 });
+  const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
+  const out: HostsResult[] = [];
+  const measure = async (setup: HostsResult['setup'], clients: ReplicaClient[], regions: RunExchange) => {
+    const infos: StepInfo[] = [];
+    await train(
+      { clients, shards: pool, trainableSize: MINIGOOGLENET_SIZES.trainableSize, arena: regions.arena },
+      { epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1, trainCount: steps * batch * 2, testCount: 0, testOffset: 0, evalChunk: 500, prefetch: 2 },
+      freshState(new Float32Array(total), MINIGOOGLENET_SIZES.trainableSize),
+      { onStep: (s) => infos.push(s) },
+    );
+    const steady = infos.slice(3);
+    out.push({ setup, steps: steady.length, msPerStep: steady.reduce((s, i) => s + i.wallMs, 0) / steady.length, overheadMs: steady.reduce((s, i) => s + i.wallMs - i.computeMs, 0) / steady.length });
+  };
+  try {
+    {
+      const regions = createExchange(SIZES, 2);
+      await regions.arena.ready();
+      const workers = [fakeWorker(0, delayMs, regions), fakeWorker(1, delayMs, regions)];
+      try {
+        await Promise.all(workers.map((w) => w.start()));
+        await measure('1 host × 2 workers', workers, regions);
+      } finally {
+        await Promise.all(workers.map((w) => w.close()));
+        regions.close();
+      }
+    }
+    {
+      const regions = createExchange(SIZES, 2);
+      await regions.arena.ready();
+      const secret = Buffer.alloc(32, 7);
+      const listener = await HostListener.open({
+        host: '127.0.0.1', port: 0, secret, runId: 'bench', nodes: 2, workersPerHost: 1, layoutHash: 'fake',
+        requestTimeoutMs: 60_000, firstRequestTimeoutMs: 60_000, rejoinTimeoutMs: 1_000, warn: (line) => console.warn(line),
+      });
+      const config = { workers: 1, gpus: [], backend: 'cpu', batchSize: batch, stepTimeoutMs: 60_000, firstStepTimeoutMs: 60_000 } as unknown as ResolvedConfig;
+      const agent = runAgent({
+        config,
+        cluster: { contract: 'trainpool', nodes: 2, nodeRank: 1, master: { host: '127.0.0.1', port: listener.port }, read: [], restarts: null },
+        secret,
+        spec: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },
+        layoutHash: 'fake',
+        logger: pino({ level: 'warn' }),
+        out: () => {},
+        compute: { kind: 'fake', delayMs, ...MINIGOOGLENET_SIZES },
+      });
+      const local = fakeWorker(0, delayMs, regions);
+      try {
+        await local.start();
+        await listener.ready(60_000);
+        await measure('2 hosts × 1 worker, loopback TCP', [local, ...listener.ranks((rank) => regions.arena.receiver(rank, ['grads', 'stats']))], regions);
+      } finally {
+        await listener.close('bench over');
+        await agent.catch(() => {});
+        await local.close();
+        regions.close();
+      }
+    }
+  } finally {
+    await pool.close();
+  }
   return out;
 }
 

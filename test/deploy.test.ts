@@ -41,6 +41,9 @@ describe('deploy/kubernetes.yaml', () => {
     expect(service.spec.selector).toEqual({ 'job-name': job.metadata.name });
     expect(job.spec.completionMode).toBe('Indexed');
     expect(job.spec.parallelism).toBe(job.spec.completions);
+    // A lost host's pod comes back under its index, as the rejoin expects (pods that never restart in place).
+    expect(job.spec.backoffLimitPerIndex).toBeGreaterThan(0);
+    expect(job.spec.template.spec.restartPolicy).toBe('Never');
     const pod = job.spec.template.spec;
     expect(pod.subdomain).toBe(service.metadata.name);
     const [container] = pod.containers;

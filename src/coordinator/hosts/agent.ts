@@ -13,6 +13,7 @@ import type { ModelSpec } from '../../model/minigooglenet.js';
 import { Channel } from '../../protocol/channel.js';
 import { connectPeer } from '../../protocol/handshake.js';
 import { asToHost, HOSTS_PROTOCOL_VERSION, type RankRequestMessage, type ToHost } from '../../protocol/hosts.js';
+import type { ComputeSpec } from '../../protocol/messages.js';
 import { TrainpoolError } from '../../util/errors.js';
 import type { VersionedState } from '../replica-client.js';
 import { SupervisedWorker } from '../supervisor.js';
@@ -29,6 +30,8 @@ export interface AgentOptions {
   out(line: string): void;
   /** How long to keep trying to reach host 0 (it may start after this host). */
   connectTimeoutMs?: number;
+  /** What the workers compute: the model (a run), or fake gradients (bench/runtime.ts's exchange between hosts). */
+  compute?: ComputeSpec;
 }
 
 /** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
@@ -46,7 +49,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
       new SupervisedWorker({
         logger: o.logger,
         worker: {
-          config: { rank: first + l, model: o.spec, backend: config.backend, gpu: config.gpus.length ? workerGpu(config.gpus[l]) : null, compute: { kind: 'model' }, layoutHash: o.layoutHash },
+          config: { rank: first + l, model: o.spec, backend: config.backend, gpu: config.gpus.length ? workerGpu(config.gpus[l]) : null, compute: o.compute ?? { kind: 'model' }, layoutHash: o.layoutHash },
           requestBytes: 4 * Math.max(config.batchSize, DEFAULTS.evalChunk) * o.spec.height * o.spec.width * o.spec.depth,
           requestTimeoutMs: config.stepTimeoutMs,
           firstRequestTimeoutMs: config.firstStepTimeoutMs,
