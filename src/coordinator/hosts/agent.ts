@@ -41,7 +41,10 @@ export async function runAgent(o: AgentOptions): Promise<string> {
   const G = config.workers;
   const first = cluster.nodeRank * G;
   const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
-  await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank });
+  await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank }).catch((e: Error) => {
+    // Host 0 hangs up on a proof it cannot check: the secrets differ (or it is not a trainpool run).
+    throw new TrainpoolError('LAUNCH', `host 0 at ${master.host}:${master.port} did not let this host in (${e.message}): TRAINPOOL_SECRET_FILE must hold the same secret on every host`);
+  });
   o.out(`joined the run at ${master.host}:${master.port}`);
   const workers = Array.from(
     { length: G },

@@ -56,6 +56,11 @@ export class HostLostError extends TrainpoolError {
   }
 }
 
+/** `address:port` of the other end, an IPv4 peer as such (listening on '::', it comes as ::ffff:a.b.c.d). */
+function peerAddress(socket: net.Socket): string {
+  return `${(socket.remoteAddress ?? '?').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '')}:${socket.remotePort}`;
+}
+
 /** The 16 bytes of the run's id the handshake binds its proofs to. */
 export function runIdBytes(runId: string): Buffer {
   return createHash('sha256').update(runId).digest().subarray(0, 16);
@@ -165,7 +170,7 @@ export class HostListener {
   }
 
   private async admit(socket: net.Socket): Promise<void> {
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
+    const from = peerAddress(socket);
     try {
       const { nodeRank } = await acceptPeer(socket, { secret: this.o.secret, runId: runIdBytes(this.o.runId) });
       if (nodeRank < 1 || nodeRank >= this.o.nodes) throw new Error(`it calls itself host ${nodeRank}, outside 1–${this.o.nodes - 1}`);
@@ -219,7 +224,7 @@ export class RemoteHost {
   static join(socket: net.Socket, nodeRank: number, o: ListenOptions): Promise<RemoteHost> {
     return new Promise((resolve, reject) => {
       let host: RemoteHost | null = null;
-      const address = `${socket.remoteAddress}:${socket.remotePort}`;
+      const address = peerAddress(socket);
       const channel = new Channel(socket, {
         message: (raw) => {
           let m: FromHost;
