@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { HostListener } from '../src/coordinator/hosts/remote.js';
+import { HostListener, MAX_AUTHENTICATING } from '../src/coordinator/hosts/remote.js';
 import { Channel } from '../src/protocol/channel.js';
 import { connectPeer } from '../src/protocol/handshake.js';
 import { HOSTS_PROTOCOL_VERSION, type ToHost } from '../src/protocol/hosts.js';
@@ -99,6 +99,23 @@ describe("host 0's listener", () => {
     expect(h1.socket.destroyed).toBe(false);
   });
 
+  it('turns away connections beyond the ones authenticating at once, and still lets a host in after', async () => {
+    const warnings: string[] = [];
+    const l = await listen(warnings, 2);
+    const silent = await Promise.all(Array.from({ length: MAX_AUTHENTICATING + 8 }, () => new Promise<net.Socket>((resolve) => { const s = net.connect(l.port, '127.0.0.1', () => resolve(s)); })));
+    const closed = silent.map((s) => new Promise<void>((resolve) => s.once('close', () => resolve())));
+    await settle();
+    // The 8 over the limit are closed at once; the others wait for their handshake's timeout.
+    expect(silent.filter((s) => s.destroyed || s.readableEnded).length).toBe(8);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^turned away 1 connection so far \(the latest from 127\.0\.0\.1:\d+\): 32 were authenticating already$/);
+    for (const s of silent) s.destroy();
+    await Promise.all(closed);
+    await settle();
+    await fakeHost(l.port, 1);
+    expect((await l.ready(2_000)).map((h) => h.nodeRank)).toEqual([1]);
+  });
+
   it('sends the weights once per host and version, and each rank’s request and reply on their own', async () => {
     const l = await listen([], 2);
     const h1 = await fakeHost(l.port, 1);
@@ -180,7 +197,8 @@ describe("host 0's listener", () => {
 const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-hosts-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const RUN = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--epochs', '2', '--limit-train', '512', '--limit-test', '128', '--seed', '5', '--batch-size', '16'];
+// --precise-bn: remote ranks compute BN statistics batches too; validation runs on every rank of both hosts.
+const RUN = ['--dataset', 'synthetic', '--model', 'tiny', '--gpus', '0', '--epochs', '2', '--limit-train', '512', '--limit-test', '128', '--seed', '5', '--batch-size', '16', '--precise-bn', '4'];
 
 async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -257,6 +275,9 @@ describe('two hosts on loopback', () => {
     expect(h0.stderr()).toMatch(/host 1 \(127\.0\.0\.1:\d+\) left the run(: [^\n]*)?: its ranks wait up to 60 s for a replacement\n.*host 1 rejoined from 127\.0\.0\.1:\d+: its lost requests run again there/s);
     expect(existsSync(path.join(dir, 'h1'))).toBe(false);
     expect(weights('h0').equals(singleHostWeights())).toBe(true);
+    // And the same validation figures: each host's ranks evaluated their share of the test set.
+    const validation = (name: string) => (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { val_loss: number; val_acc: number }[]).map((e) => [e.val_loss, e.val_acc]);
+    expect(validation('h0')).toEqual(validation('single'));
   }, 180_000);
 
   it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {

@@ -45,6 +45,8 @@ export interface ListenOptions {
   rejoinTimeoutMs: number;
   /** The heartbeat's period and the silence after which a host counts as lost (tests shorten them). */
   heartbeat?: { intervalMs: number; silentMs: number };
+  /** How long a connection may take to authenticate (handshake.ts; default 10 s). */
+  handshakeTimeoutMs?: number;
   /** One line per refused connection or lost host; the run goes on for the others while it can. */
   warn(line: string): void;
 }
@@ -61,6 +63,12 @@ function peerAddress(socket: net.Socket): string {
   return `${(socket.remoteAddress ?? '?').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '')}:${socket.remotePort}`;
 }
 
+/**
+ * Connections authenticating at once, at most: each holds a socket for up to the handshake's timeout, so a
+ * flood of connections that never prove anything must not take the process's file descriptors.
+ */
+export const MAX_AUTHENTICATING = 32;
+
 /** The 16 bytes of the run's id the handshake binds its proofs to. */
 export function runIdBytes(runId: string): Buffer {
   return createHash('sha256').update(runId).digest().subarray(0, 16);
@@ -74,6 +82,8 @@ export class HostListener {
   private readonly rejoining = new Map<number, (() => void)[]>();
   private failure: Error | null = null;
   private closed = false;
+  private authenticating = 0;
+  private turnedAway = 0;
 
   private constructor(
     private readonly server: net.Server,
@@ -171,8 +181,15 @@ export class HostListener {
 
   private async admit(socket: net.Socket): Promise<void> {
     const from = peerAddress(socket);
+    if (this.authenticating >= MAX_AUTHENTICATING) {
+      socket.destroy();
+      // One line for the first and then every hundredth: a flood must not become a flood of log lines too.
+      if (this.turnedAway++ % 100 === 0) this.o.warn(`turned away ${this.turnedAway} connection${this.turnedAway > 1 ? 's' : ''} so far (the latest from ${from}): ${MAX_AUTHENTICATING} were authenticating already`);
+      return;
+    }
     try {
-      const { nodeRank } = await acceptPeer(socket, { secret: this.o.secret, runId: runIdBytes(this.o.runId) });
+      this.authenticating++;
+      const { nodeRank } = await acceptPeer(socket, { secret: this.o.secret, runId: runIdBytes(this.o.runId), timeoutMs: this.o.handshakeTimeoutMs }).finally(() => this.authenticating--);
       if (nodeRank < 1 || nodeRank >= this.o.nodes) throw new Error(`it calls itself host ${nodeRank}, outside 1–${this.o.nodes - 1}`);
       const before = this.hosts.get(nodeRank);
       if (before && !before.isLost) throw new Error(`host ${nodeRank} is already in the run`);
