@@ -17,7 +17,7 @@ import { HostListener, MAX_AUTHENTICATING } from '../src/coordinator/hosts/remot
 import { Channel } from '../src/protocol/channel.js';
 import { connectPeer } from '../src/protocol/handshake.js';
 import { HOSTS_PROTOCOL_VERSION, type ToHost } from '../src/protocol/hosts.js';
-import { alive } from './helpers/process.js';
+import { alive, children, until } from './helpers/process.js';
 
 const SECRET = Buffer.from('a-secret-of-at-least-thirty-two-bytes-for-the-run');
 const RUN_ID = 'run-1';
@@ -225,20 +225,6 @@ function host(nodeRank: number, port: number, name: string, epochs = 2, extra: s
   child.stderr!.on('data', (c) => (stderr += c));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
   return { child, stdout: () => stdout, stderr: () => stderr, exit };
-}
-
-/** Process ids whose parent is `pid` (a host's workers). */
-function children(pid: number): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
-}
-
-async function until(what: () => boolean, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model', 'weights.bin'));

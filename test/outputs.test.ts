@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readCheckpoint } from '../src/coordinator/checkpoint.js';
 import { LOCK_NAME } from '../src/coordinator/output-lock.js';
+import { until } from './helpers/process.js';
 
 const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-outputs-'));
@@ -310,14 +311,6 @@ describe.skipIf(!canMount)('/dev/shm filling during a run (a tmpfs over it in a 
     expect(log('out')).toMatch(/^Epoch 1\/1 .* val_acc: /m);
   }, 240_000);
 });
-
-async function until(condition: () => boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

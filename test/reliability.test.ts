@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alive } from './helpers/process.js';
+import { alive, children, until } from './helpers/process.js';
 
 const BIN = fileURLToPath(new URL('../bin/train', import.meta.url));
 const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-reliability-'));
@@ -28,18 +28,6 @@ const weights = (name: string) => readFileSync(path.join(dir, name, 'plot.model'
 const epochs = (name: string) =>
   (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { epoch: number; loss: number; val_loss: number; val_acc: number }[]);
 
-/** Process ids whose parent is `pid` (the coordinator's workers). */
-function children(pid: number): number[] {
-  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-  return r.stdout.split('\n').map((s) => Number(s.trim())).filter((n) => n > 0);
-}
-async function until(what: () => boolean, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null))));
 }
