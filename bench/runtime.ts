@@ -241,6 +241,7 @@ export async function benchHosts(delayMs = 15, steps = 40): Promise<HostsResult[
         secret,
         spec: { name: 'minigooglenet', width: 32, height: 32, depth: 3, classes: 10, seed: 1 },
         layoutHash: 'fake',
+        sizes: SIZES,
         logger: pino({ level: 'warn' }),
         out: () => {},
         compute: { kind: 'fake', delayMs, ...MINIGOOGLENET_SIZES },

@@ -39,12 +39,13 @@ export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (li
   const cpu = await setupBackend('cpu');
   const master = new Replica(spec);
   const layoutHash = master.layoutHash;
+  const sizes = { totalSize: master.layout.totalSize, trainableSize: master.layout.trainableSize };
   master.dispose();
   await cpu.close();
   out(describeCluster(cluster, config.workers));
   const logger = pino({ level: config.logLevel, base: { pid: process.pid, node: cluster.nodeRank } }, pino.destination(2));
   try {
-    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, logger, out });
+    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out });
     out(`done: ${reason}`);
     return 0;
   } finally {

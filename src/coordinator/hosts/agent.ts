@@ -16,6 +16,7 @@ import { asToHost, HOSTS_PROTOCOL_VERSION, type RankRequestMessage, type ToHost 
 import type { ComputeSpec } from '../../protocol/messages.js';
 import { TrainpoolError } from '../../util/errors.js';
 import type { VersionedState } from '../replica-client.js';
+import { createExchange } from '../exchange.js';
 import { SupervisedWorker } from '../supervisor.js';
 import { workerGpu } from '../worker-gpu.js';
 import { heartbeat } from './heartbeat.js';
@@ -26,6 +27,8 @@ export interface AgentOptions {
   secret: Buffer;
   spec: ModelSpec;
   layoutHash: string;
+  /** The model's state and its trainable prefix, in values: the sizes of this host's regions. */
+  sizes: { totalSize: number; trainableSize: number };
   logger: Logger;
   out(line: string): void;
   /** How long to keep trying to reach host 0 (it may start after this host). */
@@ -46,12 +49,18 @@ export async function runAgent(o: AgentOptions): Promise<string> {
     throw new TrainpoolError('LAUNCH', `host 0 at ${master.host}:${master.port} did not let this host in (${e.message}): TRAINPOOL_SECRET_FILE must hold the same secret on every host`);
   });
   o.out(`joined the run at ${master.host}:${master.port}`);
+  // The regions to this host's workers, mapped as host 0 maps its own (exchange.ts): the weights published
+  // once for all of them, each worker's gradients read where it wrote them and sent on from there.
+  const exchange = createExchange(o.sizes, G, { threads: 1 });
   const workers = Array.from(
     { length: G },
     (_, l) =>
       new SupervisedWorker({
         logger: o.logger,
         worker: {
+          shared: exchange.shared,
+          reply: exchange.replies[l],
+          receive: exchange.arena.receiver(l, ['grads', 'stats']),
           config: { rank: first + l, model: o.spec, backend: config.backend, gpu: config.gpus.length ? workerGpu(config.gpus[l]) : null, compute: o.compute ?? { kind: 'model' }, layoutHash: o.layoutHash },
           requestBytes: 4 * Math.max(config.batchSize, DEFAULTS.evalChunk) * o.spec.height * o.spec.width * o.spec.depth,
           requestTimeoutMs: config.stepTimeoutMs,
@@ -125,6 +134,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
   } finally {
     socket.destroy();
     await Promise.all(workers.map((w) => w.close()));
+    exchange.close();
   }
 }
 
@@ -136,6 +146,7 @@ async function dial(host: string, port: number, timeoutMs: number): Promise<net.
       return await new Promise<net.Socket>((resolve, reject) => {
         const s = net.connect(port, host, () => {
           s.off('error', reject);
+          s.setNoDelay(true); // a frame's tail must not wait for host 0's delayed ACK (Nagle)
           resolve(s);
         });
         s.once('error', reject);
