@@ -10,6 +10,10 @@
  *   Model only:        bin/train --summary
  *   Docker:            docker run --gpus all -v ~/data:/data -v $PWD/out:/out trainpool \
  *                        --gpus 4 --data-dir /data --output /out/plot.png
+ *   Several hosts:     one bin/train per host, under torchrun (--nproc-per-node 1), Slurm (deploy/slurm.sbatch),
+ *                      Kubernetes (deploy/kubernetes.yaml), or by hand on host i of N:
+ *                        TRAINPOOL_NNODES=N TRAINPOOL_NODE_RANK=i TRAINPOOL_MASTER_ADDR=host0 \
+ *                        TRAINPOOL_SECRET_FILE=secret bin/train --gpus 4 --output out/plot.png
  *
  * Exit codes: 0 done, 1 failed, 2 refused at the start (a usage error, a launcher's environment, an output in
  * use: nothing started), 130 interrupted (SIGINT/SIGTERM).
