@@ -14,6 +14,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HostListener, MAX_AUTHENTICATING } from '../src/coordinator/hosts/remote.js';
+import { dial } from '../src/coordinator/hosts/agent.js';
+import { hostTls } from '../src/cli/hosts.js';
+import { isTrainpoolError } from '../src/util/errors.js';
 import { Channel } from '../src/protocol/channel.js';
 import { connectPeer } from '../src/protocol/handshake.js';
 import { HOSTS_PROTOCOL_VERSION, type ToHost } from '../src/protocol/hosts.js';
@@ -27,8 +30,9 @@ afterEach(async () => {
   await Promise.all(listeners.splice(0).map((l) => l.close('test over')));
 });
 
-async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500) {
+async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500, tls?: { cert: Buffer; key: Buffer }) {
   const l = await HostListener.open({
+    tls,
     host: '127.0.0.1',
     port: 0,
     secret: SECRET,
@@ -47,9 +51,8 @@ async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500) {
 }
 
 /** A host speaking the protocol by hand: what it received, and a reply for each request (rank's values). */
-async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean } = {}) {
-  const socket = net.connect(port, '127.0.0.1');
-  await new Promise((r) => socket.once('connect', r));
+async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean; tls?: { ca: Buffer } } = {}) {
+  const socket = await dial('127.0.0.1', port, 2_000, o.tls);
   const received: ToHost[] = [];
   await connectPeer(socket, { secret: o.secret ?? SECRET, nodeRank }).catch(() => {});
   const channel = new Channel(socket, {
@@ -114,6 +117,50 @@ describe("host 0's listener", () => {
     await settle();
     await fakeHost(l.port, 1);
     expect((await l.ready(2_000)).map((h) => h.nodeRank)).toEqual([1]);
+  });
+
+  it('over TLS: a host that trusts host 0’s certificate joins; plain bytes and other certificates are refused', async () => {
+    const certs = mkdtempSync(path.join(os.tmpdir(), 'trainpool-tls-'));
+    try {
+      // Self-signed, naming 127.0.0.1 (what the hosts dial) in its subjectAltName.
+      const make = (name: string) => {
+        const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', `/CN=${name}`, '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', path.join(certs, `${name}.key`), '-out', path.join(certs, `${name}.pem`)], { encoding: 'utf8' });
+        expect(r.status).toBe(0);
+        return { cert: readFileSync(path.join(certs, `${name}.pem`)), key: readFileSync(path.join(certs, `${name}.key`)) };
+      };
+      const run = make('run');
+      const other = make('other');
+      const warnings: string[] = [];
+      const l = await listen(warnings, 2, 500, run);
+      // Plain TCP to a TLS port: TLS refuses it before the handshake sees a byte.
+      const plain = await dial('127.0.0.1', l.port, 2_000);
+      plain.write(Buffer.alloc(72, 1));
+      await new Promise((r) => plain.once('close', r));
+      await settle();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/^refused a connection from 127\.0\.0\.1:\d+: its TLS handshake failed \(.+\)$/);
+      // A host trusting another certificate does not talk to this host 0 at all.
+      const refused = await dial('127.0.0.1', l.port, 2_000, { ca: other.cert }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(isTrainpoolError(refused, 'LAUNCH')).toBe(true);
+      expect((refused as Error).message).toMatch(/^host 0 at 127\.0\.0\.1:\d+ showed a TLS certificate this host does not accept \(TRAINPOOL_TLS_CA\): /);
+      // The run's certificate: through TLS, then the handshake inside it, then the protocol.
+      await fakeHost(l.port, 1, { tls: { ca: run.cert } });
+      expect((await l.ready(2_000)).map((h) => h.nodeRank)).toEqual([1]);
+      // The variables: host 0 needs both files; the others trust TRAINPOOL_TLS_CA, or the certificate itself.
+      const files = { TRAINPOOL_TLS_CERT: path.join(certs, 'run.pem'), TRAINPOOL_TLS_KEY: path.join(certs, 'run.key') };
+      const host = (nodeRank: number) => ({ contract: 'trainpool' as const, nodes: 2, nodeRank, master: { host: '127.0.0.1', port: 1 }, read: [], restarts: null });
+      expect(hostTls(host(0), files)).toEqual({ cert: run.cert, key: run.key });
+      expect(hostTls(host(1), files)).toEqual({ ca: run.cert });
+      expect(hostTls(host(1), { ...files, TRAINPOOL_TLS_CA: path.join(certs, 'other.pem') })).toEqual({ ca: other.cert });
+      expect(hostTls(host(0), {})).toBeNull();
+      expect(() => hostTls(host(0), { TRAINPOOL_TLS_CERT: files.TRAINPOOL_TLS_CERT })).toThrow('TRAINPOOL_TLS_KEY must be set with TRAINPOOL_TLS_CERT on host 0 (its certificate and its key). Received: nothing');
+      expect(() => hostTls(host(1), { TRAINPOOL_TLS_CA: path.join(certs, 'absent.pem') })).toThrow(`TRAINPOOL_TLS_CA must name a readable file. Received: ${path.join(certs, 'absent.pem')} (ENOENT)`);
+    } finally {
+      rmSync(certs, { recursive: true, force: true });
+    }
   });
 
   it('sends the weights once per host and version, and each rank’s request and reply on their own', async () => {
@@ -215,8 +262,8 @@ interface Host {
   exit: Promise<number | null>;
 }
 
-function host(nodeRank: number, port: number, name: string, epochs = 2, extra: string[] = []): Host {
-  const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port) };
+function host(nodeRank: number, port: number, name: string, epochs = 2, extra: string[] = [], more: NodeJS.ProcessEnv = {}): Host {
+  const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port), ...more };
   const args = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? String(epochs) : a));
   const child = spawn(BIN, [...args, '--workers', '1', '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
@@ -268,17 +315,23 @@ describe('two hosts on loopback', () => {
 
   it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {
     const port = await freePort();
-    const h0 = host(0, port, 'lost1', 30, ['--rejoin-timeout', '2']);
-    const h1 = host(1, port, 'lost1-h1', 30);
+    // This run's hosts also speak TLS (one self-signed certificate, the same variables on both): the
+    // variables reach the listener and the agent.
+    const tlsFiles = { TRAINPOOL_TLS_CERT: path.join(dir, 'run.pem'), TRAINPOOL_TLS_KEY: path.join(dir, 'run.key') };
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=run', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', tlsFiles.TRAINPOOL_TLS_KEY, '-out', tlsFiles.TRAINPOOL_TLS_CERT]);
+    expect(made.status).toBe(0);
+    const h0 = host(0, port, 'lost1', 30, ['--rejoin-timeout', '2'], tlsFiles);
+    const h1 = host(1, port, 'lost1-h1', 30, [], tlsFiles);
     await until(() => h0.stdout().includes('Epoch 1/30'));
+    // Its worker, and whatever else bin/train started (tsx's esbuild service, at times): the whole tree goes.
     const workers1 = children(h1.child.pid!);
-    expect(workers1).toHaveLength(1);
+    expect(workers1.filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('worker/main.ts'))).toHaveLength(1);
     h1.child.kill('SIGKILL');
     for (const w of workers1) process.kill(w, 'SIGKILL'); // the whole process tree, as a lost machine
     expect(await h0.exit).toBe(1);
     const errors = h0.stderr().split('\n').filter((l) => l.startsWith('train: error:'));
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run; no replacement joined within 2 s; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
+    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run(: [^;]*)?; no replacement joined within 2 s; the last checkpoint, .*epoch-0001-step-000000\.ckpt, is kept: start every host again with --resume$/);
     expect(readdirSync(path.join(dir, 'lost1', 'plot.checkpoints'))).toContain('epoch-0001-step-000000.ckpt');
     // Its checkpoint continues on two hosts only: on one, the same --workers is another global batch.
     const run30 = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? '30' : a));

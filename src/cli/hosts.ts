@@ -3,6 +3,7 @@
  * secret, and the whole of what a host other than host 0 does (coordinator/hosts/agent.ts).
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { describeCluster, isLoopback, LaunchError, type Cluster } from '../config/cluster.js';
 import type { ResolvedConfig } from '../config/config.js';
@@ -30,9 +31,35 @@ export function hostSecret(cluster: Cluster, env: NodeJS.ProcessEnv): Buffer {
   return createHash('sha256').update('trainpool: loopback run without TRAINPOOL_SECRET_FILE').digest();
 }
 
+/**
+ * TLS between hosts, optional (the handshake authenticates either way; TLS also hides the weights on the
+ * wire): host 0 serves TRAINPOOL_TLS_CERT with TRAINPOOL_TLS_KEY; the others check it against TRAINPOOL_TLS_CA,
+ * or against TRAINPOOL_TLS_CERT itself where no CA is given (one self-signed certificate for the run, the same
+ * variables on every host). Null where none is set.
+ */
+export function hostTls(cluster: Cluster, env: NodeJS.ProcessEnv): { cert: Buffer; key: Buffer } | { ca: Buffer } | null {
+  const read = (name: string) => {
+    const file = env[name]!;
+    try {
+      return readFileSync(file);
+    } catch (e) {
+      throw new LaunchError(`${name} must name a readable file. Received: ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  };
+  if (cluster.nodeRank === 0) {
+    if (!env.TRAINPOOL_TLS_CERT && !env.TRAINPOOL_TLS_KEY) return null;
+    const missing = ['TRAINPOOL_TLS_CERT', 'TRAINPOOL_TLS_KEY'].find((n) => !env[n]);
+    if (missing) throw new LaunchError(`${missing} must be set with ${missing === 'TRAINPOOL_TLS_KEY' ? 'TRAINPOOL_TLS_CERT' : 'TRAINPOOL_TLS_KEY'} on host 0 (its certificate and its key). Received: nothing`);
+    return { cert: read('TRAINPOOL_TLS_CERT'), key: read('TRAINPOOL_TLS_KEY') };
+  }
+  if (env.TRAINPOOL_TLS_CA) return { ca: read('TRAINPOOL_TLS_CA') };
+  return env.TRAINPOOL_TLS_CERT ? { ca: read('TRAINPOOL_TLS_CERT') } : null;
+}
+
 /** What bin/train does on host k > 0: serve its ranks until host 0 ends the run. Returns the exit code. */
 export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (line: string) => void): Promise<number> {
   const secret = hostSecret(cluster, process.env);
+  const tls = hostTls(cluster, process.env) as { ca: Buffer } | null;
   // The layout its workers must build, from the coordinator's own recipe (cpu backend, no data needed).
   const [{ setupBackend }, { Replica }, { runAgent }] = await Promise.all([import('../engine/backend.js'), import('../model/replica.js'), import('../coordinator/hosts/agent.js')]);
   const spec = { name: config.model, ...DATASET_SHAPES[config.dataset], seed: config.seed };
@@ -45,7 +72,7 @@ export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (li
   out(describeCluster(cluster, config.workers));
   const logger = pino({ level: config.logLevel, base: { pid: process.pid, node: cluster.nodeRank } }, pino.destination(2));
   try {
-    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out });
+    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out, tls: tls ?? undefined });
     out(`done: ${reason}`);
     return 0;
   } finally {

@@ -8,7 +8,7 @@ import pino from 'pino';
 import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import { clusterFromEnv, describeCluster, LaunchError, type Cluster } from '../config/cluster.js';
-import { hostSecret } from './hosts.js';
+import { hostSecret, hostTls } from './hosts.js';
 import type { NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
 import type { OutputLock } from '../coordinator/output-lock.js';
@@ -25,8 +25,8 @@ export interface PreparedRun {
   runId: string;
   /** The output's lock, held until trainPrepared returns (coordinator/output-lock.ts). */
   lock: OutputLock;
-  /** A run on several hosts, this one host 0: the launcher's contract and the shared secret. */
-  hosts?: { cluster: Cluster; secret: Buffer };
+  /** A run on several hosts, this one host 0: the launcher's contract, the shared secret, TLS if asked for. */
+  hosts?: { cluster: Cluster; secret: Buffer; tls?: { cert: Buffer; key: Buffer } };
 }
 
 /** `label` names options in messages: the command line's flags, or the library's option names. */
@@ -43,6 +43,7 @@ export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey)
   if (hosts.nodeRank > 0) throw new Error(`host ${hosts.nodeRank} prepares no run of its own (cli/hosts.ts runHost): this is a bug`);
   // Before the output is claimed: a missing secret is a refusal, not a run that cannot take its hosts.
   const secret = hosts.nodes > 1 ? hostSecret(hosts, process.env) : null;
+  const tls = hosts.nodes > 1 ? (hostTls(hosts, process.env) as { cert: Buffer; key: Buffer } | null) : null;
   // The output first: nothing is read from it, let alone removed, while another run may be writing there.
   const claim = claimOutput(config);
   try {
@@ -52,7 +53,7 @@ export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey)
     await preflight(prepared.config);
     // Only now that the run will start: --overwrite never removes a run's files for a run that is refused.
     if (config.overwrite) claim.clearOtherRun();
-    return { ...prepared, runId: resume?.checkpoint.data.runId ?? claim.runId, lock: claim.lock, ...(secret ? { hosts: { cluster: hosts, secret } } : {}) };
+    return { ...prepared, runId: resume?.checkpoint.data.runId ?? claim.runId, lock: claim.lock, ...(secret ? { hosts: { cluster: hosts, secret, ...(tls ? { tls } : {}) } } : {}) };
   } catch (e) {
     claim.abandon();
     throw e;

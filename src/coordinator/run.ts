@@ -49,8 +49,8 @@ export interface RunIO {
   resumedFrom?: string;
   /** The output's lock: checked before every checkpoint, so a run that lost it writes nothing more there. */
   lock?: OutputLock;
-  /** A run on several hosts (this one host 0): the launcher's contract and the run's shared secret. */
-  hosts?: { cluster: Cluster; secret: Buffer };
+  /** A run on several hosts (this one host 0): the launcher's contract, the run's shared secret, TLS if asked for. */
+  hosts?: { cluster: Cluster; secret: Buffer; tls?: { cert: Buffer; key: Buffer } };
 }
 
 export interface RunResult {
@@ -91,6 +91,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           host: isLoopback(cluster.master!.host) ? cluster.master!.host : '::',
           port: cluster.master!.port,
           secret: io.hosts.secret,
+          tls: io.hosts.tls,
           runId: io.runId,
           nodes: cluster.nodes,
           workersPerHost: config.workers,

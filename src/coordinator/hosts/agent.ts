@@ -6,6 +6,7 @@
  * over or the connection to host 0 is gone: either way it stops its workers and returns.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { Cluster } from '../../config/cluster.js';
 import { DEFAULTS, type ResolvedConfig } from '../../config/config.js';
@@ -20,6 +21,7 @@ import { createExchange } from '../exchange.js';
 import { SupervisedWorker } from '../supervisor.js';
 import { workerGpu } from '../worker-gpu.js';
 import { heartbeat } from './heartbeat.js';
+import { tlsReason } from './remote.js';
 
 export interface AgentOptions {
   config: ResolvedConfig;
@@ -35,6 +37,8 @@ export interface AgentOptions {
   connectTimeoutMs?: number;
   /** What the workers compute: the model (a run), or fake gradients (bench/runtime.ts's exchange between hosts). */
   compute?: ComputeSpec;
+  /** TLS: the certificate authority host 0's certificate must chain to (TRAINPOOL_TLS_CA, or its certificate itself). */
+  tls?: { ca: Buffer };
 }
 
 /** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
@@ -43,7 +47,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
   const master = cluster.master!;
   const G = config.workers;
   const first = cluster.nodeRank * G;
-  const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
+  const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000, o.tls);
   await connectPeer(socket, { secret: o.secret, nodeRank: cluster.nodeRank }).catch((e: Error) => {
     // Host 0 hangs up on a proof it cannot check: the secrets differ (or it is not a trainpool run).
     throw new TrainpoolError('LAUNCH', `host 0 at ${master.host}:${master.port} did not let this host in (${e.message}): TRAINPOOL_SECRET_FILE must hold the same secret on every host`);
@@ -139,20 +143,29 @@ export async function runAgent(o: AgentOptions): Promise<string> {
 }
 
 /** A connection to `host:port`, retried while nothing listens there yet (host 0 starting), up to `timeoutMs`. */
-async function dial(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+export async function dial(host: string, port: number, timeoutMs: number, secure?: { ca: Buffer }): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       return await new Promise<net.Socket>((resolve, reject) => {
-        const s = net.connect(port, host, () => {
+        const connected = () => {
           s.off('error', reject);
           s.setNoDelay(true); // a frame's tail must not wait for host 0's delayed ACK (Nagle)
           resolve(s);
-        });
+        };
+        // With TLS, host 0's certificate must chain to the CA and name the address dialled (an IP in its
+        // subjectAltName, or a DNS name).
+        const s: net.Socket = secure
+          ? tls.connect({ host, port, ca: secure.ca, servername: net.isIP(host) ? undefined : host, minVersion: 'TLSv1.3' }, connected)
+          : net.connect(port, host, connected);
         s.once('error', reject);
       });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
+      // OpenSSL's verification codes (DEPTH_ZERO_SELF_SIGNED_CERT, …), Node's ERR_TLS_* and ERR_SSL_*.
+      if (secure && code && (!code.startsWith('E') || code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL'))) {
+        throw new TrainpoolError('LAUNCH', `host 0 at ${host}:${port} showed a TLS certificate this host does not accept (TRAINPOOL_TLS_CA): ${tlsReason(e as Error)}`);
+      }
       if (Date.now() > deadline || !['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT'].includes(code ?? '')) {
         throw new TrainpoolError('LAUNCH', `host 0 at ${host}:${port} could not be reached within ${timeoutMs / 1000} s: ${code ?? (e as Error).message}`);
       }

@@ -17,6 +17,7 @@
  */
 import { createHash } from 'node:crypto';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { EvaluationSums, Shard } from '../../model/gradients.js';
 import { Channel } from '../../protocol/channel.js';
 import { acceptPeer } from '../../protocol/handshake.js';
@@ -47,6 +48,8 @@ export interface ListenOptions {
   heartbeat?: { intervalMs: number; silentMs: number };
   /** How long a connection may take to authenticate (handshake.ts; default 10 s). */
   handshakeTimeoutMs?: number;
+  /** TLS (TRAINPOOL_TLS_CERT/KEY): host 0's certificate and key; the handshake then runs inside it. */
+  tls?: { cert: Buffer; key: Buffer };
   /** One line per refused connection or lost host; the run goes on for the others while it can. */
   warn(line: string): void;
 }
@@ -56,6 +59,11 @@ export class HostLostError extends TrainpoolError {
   constructor(message: string) {
     super('WORKER_FAILED', message);
   }
+}
+
+/** OpenSSL's reason for a TLS failure in a few words ("wrong version number"), not its multi-line dump. */
+export function tlsReason(e: Error & { reason?: string }): string {
+  return e.reason ?? e.message.split('\n')[0].trim();
 }
 
 /** `address:port` of the other end, an IPv4 peer as such (listening on '::', it comes as ::ffff:a.b.c.d). */
@@ -89,17 +97,23 @@ export class HostListener {
     private readonly server: net.Server,
     private readonly o: ListenOptions,
   ) {
-    server.on('connection', (socket) => {
+    const take = (socket: net.Socket) => {
       // A frame's tail would otherwise wait for the peer's delayed ACK (Nagle): up to 40 ms a step.
       socket.setNoDelay(true);
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
       void this.admit(socket);
-    });
+    };
+    if (o.tls) {
+      server.on('secureConnection', take);
+      // Plain bytes, an old client, garbage: refused by TLS itself, before the handshake sees a byte.
+      server.on('tlsClientError', (e: Error & { reason?: string }, socket: tls.TLSSocket) => o.warn(`refused a connection from ${peerAddress(socket)}: its TLS handshake failed (${tlsReason(e)})`));
+    } else server.on('connection', take);
   }
 
   static async open(o: ListenOptions): Promise<HostListener> {
-    const server = net.createServer();
+    // TLS 1.3 only: every host runs this same build, so nothing older has to be spoken.
+    const server = o.tls ? tls.createServer({ cert: o.tls.cert, key: o.tls.key, minVersion: 'TLSv1.3' }) : net.createServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) =>
         reject(new TrainpoolError('LAUNCH', `host 0 cannot listen on ${o.host}:${o.port} (TRAINPOOL_MASTER_PORT) for the other hosts: ${e.code ?? e.message}`)),
