@@ -30,9 +30,10 @@ afterEach(async () => {
   await Promise.all(listeners.splice(0).map((l) => l.close('test over')));
 });
 
-async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500, tls?: { cert: Buffer; key: Buffer }) {
+async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500, tls?: { cert: Buffer; key: Buffer }, data?: { fingerprint: string; mean: Float32Array }) {
   const l = await HostListener.open({
     tls,
+    data,
     host: '127.0.0.1',
     port: 0,
     secret: SECRET,
@@ -51,7 +52,7 @@ async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500, tls?
 }
 
 /** A host speaking the protocol by hand: what it received, and a reply for each request (rank's values). */
-async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean; tls?: { ca: Buffer } } = {}) {
+async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean; tls?: { ca: Buffer }; dataFingerprint?: string } = {}) {
   const socket = await dial('127.0.0.1', port, 2_000, o.tls);
   const received: ToHost[] = [];
   await connectPeer(socket, { secret: o.secret ?? SECRET, nodeRank }).catch(() => {});
@@ -60,7 +61,8 @@ async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; la
       const t = m as unknown as ToHost;
       received.push(t);
       if (t.type === 'rankRequest' && !o.silent) {
-        void channel.send({ type: 'rankReplied', id: t.id, rank: t.rank, grads: Float32Array.of(t.rank, t.version), stats: Float32Array.of(t.labels[0]), loss: 1, acc: 0.5, computeMs: 2 });
+        const first = t.labels ? t.labels[0] : t.indices![0];
+        void channel.send({ type: 'rankReplied', id: t.id, rank: t.rank, grads: Float32Array.of(t.rank, t.version), stats: Float32Array.of(first), loss: 1, acc: 0.5, computeMs: 2 });
       }
     },
     close: () => {},
@@ -70,7 +72,7 @@ async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; la
   const beat = setInterval(() => o.beats !== false && !socket.destroyed && void channel.send({ type: 'heartbeat' }).catch(() => {}), 50);
   socket.once('close', () => clearInterval(beat));
   const ranks = o.ranks ?? [2 * nodeRank, 2 * nodeRank + 1];
-  await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })) }).catch(() => {});
+  await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })), ...(o.dataFingerprint ? { dataFingerprint: o.dataFingerprint } : {}) }).catch(() => {});
   return { socket, received };
 }
 
@@ -195,6 +197,27 @@ describe("host 0's listener", () => {
     await expect(ranks[0].computeGradients(shard(1), state)).rejects.toThrow(/^host 1 \(127\.0\.0\.1:\d+\) left the run; no replacement joined within 0\.5 s$/);
   });
 
+  it('lets a host with the same data build its shards (the mean once, then indices), and refuses other data', async () => {
+    const warnings: string[] = [];
+    const mean = Float32Array.of(0.5, 0.25);
+    const l = await listen(warnings, 2, 500, undefined, { fingerprint: 'f'.repeat(64), mean });
+    await fakeHost(l.port, 1, { dataFingerprint: 'e'.repeat(64) });
+    await settle();
+    expect(warnings).toEqual([expect.stringMatching(/: its data set differs from host 0's \(fingerprint eeeeeeeeeeee… against ffffffffffff…\): the same files and --dataset, --limit-train, --limit-test on every host$/)]);
+    const h1 = await fakeHost(l.port, 1, { dataFingerprint: 'f'.repeat(64) });
+    await l.ready(2_000);
+    const [rank] = l.ranks(() => () => undefined);
+    const request = { indices: Uint32Array.of(7, 3, 9), seed: 11, augment: true };
+    const stand = rank.deferShard!(request);
+    expect(stand.x.length).toBe(0); // nothing built here
+    const r = await rank.computeGradients({ ...stand, dropoutSeed: 2 }, { version: 1, data: new Float32Array(2) });
+    expect(Array.from(r.stats)).toEqual([7]);
+    const [dataset, , asked] = h1.received.filter((m) => m.type !== 'heartbeat');
+    expect(dataset).toEqual({ type: 'dataset', mean });
+    expect(asked).toMatchObject({ type: 'rankRequest', indices: request.indices, augmentSeed: 11, augment: true });
+    expect((asked as { x?: unknown }).x).toBeUndefined();
+  });
+
   it('runs a lost host’s requests again on its replacement, with the current weights', async () => {
     const warnings: string[] = [];
     const l = await listen(warnings, 2, 5_000);
@@ -296,7 +319,7 @@ describe('two hosts on loopback', () => {
     const h0 = host(0, port, 'h0');
     await until(() => h0.stdout().includes('Epoch 1/2'));
     expect(h0.stdout()).toMatch(/^host 0 of 2 \(trainpool: TRAINPOOL_NODE_RANK=0, TRAINPOOL_NNODES=2, TRAINPOOL_MASTER_ADDR=127\.0\.0\.1\); global rank 0; the coordinator, listening on port \d+$/m);
-    expect(h0.stdout()).toMatch(/^host 1 \(127\.0\.0\.1:\d+\): \[1\] wasm: /m);
+    expect(h0.stdout()).toMatch(/^host 1 \(127\.0\.0\.1:\d+\): \[1\] wasm: .*; builds its shards$/m);
     expect(h0.stdout()).toContain('global batch 32 (16 × 2), 16 steps/epoch');
     expect(h1.stdout()).toMatch(/^host 1 of 2 .*global rank 1; coordinator at 127\.0\.0\.1:\d+\njoined the run at 127\.0\.0\.1:\d+\nworkers: 1 \(\[1\] wasm: .*\)\n$/);
     h1.child.kill('SIGKILL');

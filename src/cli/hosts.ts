@@ -61,7 +61,15 @@ export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (li
   const secret = hostSecret(cluster, process.env);
   const tls = hostTls(cluster, process.env) as { ca: Buffer } | null;
   // The layout its workers must build, from the coordinator's own recipe (cpu backend, no data needed).
-  const [{ setupBackend }, { Replica }, { runAgent }] = await Promise.all([import('../engine/backend.js'), import('../model/replica.js'), import('../coordinator/hosts/agent.js')]);
+  const [{ setupBackend }, { Replica }, { runAgent }, { loadDataset }, { datasetOptions }] = await Promise.all([
+    import('../engine/backend.js'),
+    import('../model/replica.js'),
+    import('../coordinator/hosts/agent.js'),
+    import('../data/load.js'),
+    import('../config/resolve.js'),
+  ]);
+  // Its ranks' shards are built here, from the same data as host 0's (their fingerprints are compared).
+  const data = await loadDataset(datasetOptions(config));
   const spec = { name: config.model, ...DATASET_SHAPES[config.dataset], seed: config.seed };
   const cpu = await setupBackend('cpu');
   const master = new Replica(spec);
@@ -72,7 +80,7 @@ export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (li
   out(describeCluster(cluster, config.workers));
   const logger = pino({ level: config.logLevel, base: { pid: process.pid, node: cluster.nodeRank } }, pino.destination(2));
   try {
-    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out, tls: tls ?? undefined });
+    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out, tls: tls ?? undefined, data, augmentThreads: config.augmentThreads });
     out(`done: ${reason}`);
     return 0;
   } finally {

@@ -28,7 +28,8 @@ export class ShardPrefetcher {
 
   constructor(
     private readonly plan: TrainingPlan,
-    private readonly maker: ShardMaker,
+    /** Who builds rank r's shards (trainer.ts makerFor: the pool, or a host that builds its own). */
+    private readonly maker: (rank: number) => ShardMaker,
     private readonly depth: number,
     private readonly lastEpoch: number,
     /** Whether training shards are augmented (--no-augment: only mean-subtracted). */
@@ -60,7 +61,7 @@ export class ShardPrefetcher {
     const step = g % steps;
     const ranks = Array.from({ length: this.plan.o.workers }, (_, r) => this.plan.shard(epoch, step, r));
     const entry: Pending = {
-      shards: Promise.all(ranks.map((s) => this.maker.makeShard({ indices: s.indices, seed: s.augmentSeed, augment: this.augment }))),
+      shards: Promise.all(ranks.map((s, r) => this.maker(r).makeShard({ indices: s.indices, seed: s.augmentSeed, augment: this.augment }))),
       ready: false,
     };
     entry.shards.then(

@@ -4,6 +4,7 @@
  * run; an in-process stand-in in tests. The trainer never sees processes, pipes or retries.
  */
 import type { EvaluationSums, Shard, ShardGradients } from '../model/gradients.js';
+import type { ShardRequest } from '../data/shard.js';
 
 /** The coordinator's state, versioned so that a worker is sent weights only when its copy is stale. */
 export interface VersionedState {
@@ -25,5 +26,11 @@ export interface ReplicaClient {
   evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums>;
   /** One training batch's BN statistics (--precise-bn), in the layout's statistics order. */
   batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array>;
+  /**
+   * Set where the replica's side builds its own shards (another host with the same data set,
+   * coordinator/hosts/): the trainer then hands it this stand-in, which carries only the request, instead of
+   * building the shard itself.
+   */
+  deferShard?(request: ShardRequest): Shard;
   close(): Promise<void>;
 }

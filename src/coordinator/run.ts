@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { DEFAULTS, PRESETS, publicConfig, shapingConfig, type ResolvedConfig } from '../config/config.js';
 import { datasetOptions } from '../config/resolve.js';
 import { AugmentPool } from '../data/augment-pool.js';
-import type { Dataset } from '../data/dataset.js';
+import { datasetFingerprint, poolSource } from '../data/pool-source.js';
 import { loadDataset } from '../data/load.js';
 import { meanImage } from '../data/mean.js';
 import { setupBackend } from '../engine/backend.js';
@@ -92,6 +92,8 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           port: cluster.master!.port,
           secret: io.hosts.secret,
           tls: io.hosts.tls,
+          // Hosts with the same data build their own ranks' shards (the fingerprint says they have it).
+          data: { fingerprint: datasetFingerprint(data), mean },
           runId: io.runId,
           nodes: cluster.nodes,
           workersPerHost: config.workers,
@@ -170,7 +172,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     if (cluster) io.out(describeCluster(cluster, config.workers));
     const hosts = listener ? await listener.ready(DEFAULTS.workerStartTimeoutS * 1000) : [];
     const clients: ReplicaClient[] = [...workers, ...(listener?.ranks((rank) => arena.receiver(rank, ['grads', 'stats'])) ?? [])];
-    for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}`);
+    for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}; ${h.buildsShards ? 'builds its shards' : 'shards sent from here'}`);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: ranks });
     if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);
@@ -260,17 +262,6 @@ function withCheckpoint(e: unknown, file: string | null, next?: string): unknown
   if (!(e instanceof TrainpoolError)) return e;
   const where = !file ? 'no checkpoint was written yet' : existsSync(file) ? `the last checkpoint, ${file}, is kept${next ? `: ${next}` : ''}` : `its last checkpoint, ${file}, is gone too`;
   return new TrainpoolError(e.code, `${e.message}; ${where}`);
-}
-
-/** Train and test images in one shared source, test after train, so one pool serves both. */
-function poolSource(data: Dataset): { images: Uint8Array; labels: Uint8Array } {
-  const images = new Uint8Array(new SharedArrayBuffer(data.train.images.length + data.test.images.length));
-  images.set(data.train.images, 0);
-  images.set(data.test.images, data.train.images.length);
-  const labels = new Uint8Array(new SharedArrayBuffer(data.train.count + data.test.count));
-  labels.set(data.train.labels, 0);
-  labels.set(data.test.labels, data.train.count);
-  return { images, labels };
 }
 
 /**

@@ -131,7 +131,9 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
   const preciseBn = stats.length > 0 ? (o.preciseBn ?? 0) : 0;
   if (preciseBn > 0) checkStatisticsBatches({ trainCount: o.trainCount, batchSize: o.batchSize }, preciseBn);
   const augment = o.augment ?? true;
-  const prefetcher = new ShardPrefetcher(plan, shards, o.prefetch, o.epochs - 1, augment);
+  // Rank r's shards: built here by the pool, or (a host that builds its own) a stand-in carrying the request.
+  const makers: ShardMaker[] = clients.map((c) => (c.deferShard ? { makeShard: async (request) => c.deferShard!(request) } : shards));
+  const prefetcher = new ShardPrefetcher(plan, (r) => makers[r], o.prefetch, o.epochs - 1, augment);
 
   try {
     for (let epoch = state.epoch; epoch < o.epochs; epoch++) {
@@ -182,11 +184,11 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
       }
       // 8. With --precise-bn, the statistics the validation and the checkpoint see are recomputed first.
       if (preciseBn > 0) {
-        stats.set(await recomputeStatistics(clients, shards, current, { ...o, augment, epoch, count: preciseBn, size: stats.length }));
+        stats.set(await recomputeStatistics(clients, makers, current, { ...o, augment, epoch, count: preciseBn, size: stats.length }));
         current.version++;
       }
       // 9. Validation on the whole test set, split across the workers, in inference mode.
-      const val = await validate(clients, shards, current, o);
+      const val = await validate(clients, makers, current, o);
       // 10. The epoch's record, then the caller's hook (log line, history, checkpoint).
       const record: EpochRecord = {
         epoch: epoch + 1,
@@ -221,15 +223,15 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
  */
 async function recomputeStatistics(
   clients: ReplicaClient[],
-  shards: ShardMaker,
+  makers: ShardMaker[],
   current: VersionedState,
   o: TrainerOptions & { augment: boolean; epoch: number; count: number; size: number },
 ): Promise<Float64Array> {
   const batches = statisticsBatches(o, o.epoch, o.count);
   const perBatch: Float32Array[] = new Array(batches.length);
-  const make = (b: number) => shards.makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: o.augment });
   await Promise.all(
     clients.map(async (client, r) => {
+      const make = (b: number) => makers[r].makeShard({ indices: batches[b].indices, seed: batches[b].augmentSeed, augment: o.augment });
       let next = r < batches.length ? make(r) : null;
       for (let b = r; b < batches.length; b += clients.length) {
         const shard = await next!;
@@ -249,16 +251,16 @@ async function recomputeStatistics(
 
 async function validate(
   clients: ReplicaClient[],
-  shards: ShardMaker,
+  makers: ShardMaker[],
   current: VersionedState,
   o: TrainerOptions,
 ): Promise<{ loss: number; acc: number }> {
   if (o.testCount === 0) return { loss: Number.NaN, acc: Number.NaN };
   const plan = validationChunks(o.testCount, clients.length, o.evalChunk);
-  const chunk = ([from, to]: [number, number]): Promise<Shard> => {
+  const chunk = (r: number, [from, to]: [number, number]): Promise<Shard> => {
     const indices = new Uint32Array(to - from);
     for (let i = 0; i < indices.length; i++) indices[i] = o.testOffset + from + i;
-    return shards.makeShard({ indices, seed: 0, augment: false });
+    return makers[r].makeShard({ indices, seed: 0, augment: false });
   };
   const perWorker = await Promise.all(
     clients.map(async (client, r) => {
@@ -266,10 +268,10 @@ async function validate(
       let correct = 0;
       let count = 0;
       // Build the next chunk while the worker evaluates this one.
-      let next = plan[r].length ? chunk(plan[r][0]) : null;
+      let next = plan[r].length ? chunk(r, plan[r][0]) : null;
       for (let k = 0; k < plan[r].length; k++) {
         const shard = await next!;
-        next = k + 1 < plan[r].length ? chunk(plan[r][k + 1]) : null;
+        next = k + 1 < plan[r].length ? chunk(r, plan[r][k + 1]) : null;
         const sums = await client.evaluate(shard, current);
         lossSum += sums.lossSum;
         correct += sums.correct;

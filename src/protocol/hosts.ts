@@ -7,6 +7,11 @@
  * The weights cross once per host and version (`state`); each rank's request names the version it is for,
  * and the agent hands it to that rank's worker like a local coordinator would. Replies carry each rank's
  * gradients separately, so the coordinator averages exactly what one host with all the workers would.
+ *
+ * A host with the same data set as host 0 (the same fingerprint in hostReady) builds its ranks' shards
+ * itself: host 0 sends it the training mean once (`dataset`), and each request carries the shard's image
+ * indices and augmentation seed (a few hundred bytes) instead of its images. A host without one gets the
+ * images.
  */
 import type { BackendName } from '../engine/backend.js';
 
@@ -29,9 +34,19 @@ export interface RankRequestMessage {
   kind: RankRequestKind;
   /** The state version the request is for: sent before it on the same connection. */
   version: number;
-  x: Float32Array;
-  labels: Uint8Array;
+  /** The shard's images and labels; or, to a host that builds its shards, what to build it from. */
+  x?: Float32Array;
+  labels?: Uint8Array;
+  indices?: Uint32Array;
+  augmentSeed?: number;
+  augment?: boolean;
   dropoutSeed: number;
+}
+
+/** To a host that builds its own shards, before any request: the per-pixel mean every shard subtracts. */
+export interface DatasetMessage {
+  type: 'dataset';
+  mean: Float32Array;
 }
 
 export interface HostShutdownMessage {
@@ -45,7 +60,7 @@ export interface HeartbeatMessage {
   type: 'heartbeat';
 }
 
-export type ToHost = StateMessage | RankRequestMessage | HostShutdownMessage | HeartbeatMessage;
+export type ToHost = StateMessage | DatasetMessage | RankRequestMessage | HostShutdownMessage | HeartbeatMessage;
 
 // ── host → coordinator ────────────────────────────────────────────────────────────────────────────
 export interface HostReadyMessage {
@@ -56,6 +71,8 @@ export interface HostReadyMessage {
   workers: { rank: number; backend: BackendName; device: string }[];
   /** The model's weight layout, as its workers built it: the coordinator's must be the same. */
   layoutHash: string;
+  /** data/pool-source.ts datasetFingerprint of its data set, where it has one to build shards from. */
+  dataFingerprint?: string;
 }
 
 export interface RankRepliedMessage {
@@ -91,10 +108,16 @@ export function asToHost(raw: unknown): ToHost {
     case 'state':
       if (num(raw, 'version') && raw.data instanceof Float32Array) return raw as unknown as StateMessage;
       break;
-    case 'rankRequest':
-      if (num(raw, 'id') && num(raw, 'rank') && num(raw, 'version') && num(raw, 'dropoutSeed') && raw.x instanceof Float32Array && raw.labels instanceof Uint8Array && ['computeGradients', 'evaluate', 'batchStatistics'].includes(raw.kind as string)) {
+    case 'rankRequest': {
+      const images = raw.x instanceof Float32Array && raw.labels instanceof Uint8Array;
+      const request = raw.indices instanceof Uint32Array && num(raw, 'augmentSeed') && typeof raw.augment === 'boolean';
+      if (num(raw, 'id') && num(raw, 'rank') && num(raw, 'version') && num(raw, 'dropoutSeed') && images !== request && ['computeGradients', 'evaluate', 'batchStatistics'].includes(raw.kind as string)) {
         return raw as unknown as RankRequestMessage;
       }
+      break;
+    }
+    case 'dataset':
+      if (raw.mean instanceof Float32Array) return raw as unknown as DatasetMessage;
       break;
     case 'hostShutdown':
       if (typeof raw.reason === 'string') return raw as unknown as HostShutdownMessage;

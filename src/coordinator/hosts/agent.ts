@@ -1,9 +1,11 @@
 /**
- * bin/train on a host other than host 0: no coordinator, no data set, no outputs. It starts this host's
+ * bin/train on a host other than host 0: no coordinator, no outputs. It starts this host's
  * workers as host 0 starts its own (one process per GPU, supervised: a crashed worker is replaced and its
  * request run again), connects to host 0's coordinator, proves it holds the run's secret
  * (protocol/handshake.ts), and then runs what the coordinator asks of its ranks until it is told the run is
- * over or the connection to host 0 is gone: either way it stops its workers and returns.
+ * over or the connection to host 0 is gone: either way it stops its workers and returns. With a data set
+ * (the same as host 0's: their fingerprints must match) it builds its ranks' shards itself, in an
+ * augmentation pool of its own, from the training mean host 0 sends and each request's indices and seed.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -18,6 +20,10 @@ import type { ComputeSpec } from '../../protocol/messages.js';
 import { TrainpoolError } from '../../util/errors.js';
 import type { VersionedState } from '../replica-client.js';
 import { createExchange } from '../exchange.js';
+import { AugmentPool } from '../../data/augment-pool.js';
+import type { Dataset } from '../../data/dataset.js';
+import { datasetFingerprint, poolSource } from '../../data/pool-source.js';
+import type { Shard } from '../../model/gradients.js';
 import { SupervisedWorker } from '../supervisor.js';
 import { workerGpu } from '../worker-gpu.js';
 import { heartbeat } from './heartbeat.js';
@@ -39,6 +45,10 @@ export interface AgentOptions {
   compute?: ComputeSpec;
   /** TLS: the certificate authority host 0's certificate must chain to (TRAINPOOL_TLS_CA, or its certificate itself). */
   tls?: { ca: Buffer };
+  /** The data set to build this host's shards from; without one, host 0 sends the shards. */
+  data?: Dataset;
+  /** Threads of this host's augmentation pool. */
+  augmentThreads?: number;
 }
 
 /** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
@@ -73,8 +83,10 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         },
       }),
   );
+  let pool: AugmentPool | null = null;
   try {
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
+    const dataFingerprint = o.data ? datasetFingerprint(o.data) : undefined;
     o.out(`workers: ${G} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
     return await new Promise<string>((resolve, reject) => {
       let state: VersionedState | null = null;
@@ -83,7 +95,11 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         try {
           if (!w) throw new Error(`rank ${m.rank} is not on this host (${first}–${first + G - 1}): this is a bug`);
           if (!state || state.version !== m.version) throw new Error(`state ${m.version} was not sent before its request (have ${state?.version ?? 'none'}): this is a bug`);
-          const shard = { x: m.x, labels: m.labels };
+          let shard: Shard;
+          if (m.indices) {
+            if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
+            shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
+          } else shard = { x: m.x!, labels: m.labels! };
           const reply =
             m.kind === 'computeGradients'
               ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state)
@@ -109,6 +125,12 @@ export async function runAgent(o: AgentOptions): Promise<string> {
               // Kept as it came: each frame has a buffer of its own (protocol/frame.ts).
               state = { version: m.version, data: m.data };
               return;
+            case 'dataset': {
+              const data = o.data;
+              if (!data) return reject(new TrainpoolError('PROTOCOL', 'host 0 sent a training mean to a host without a data set: this is a bug'));
+              pool = new AugmentPool({ threads: o.augmentThreads ?? 2, ...poolSource(data), mean: m.mean, height: data.height, width: data.width, depth: data.depth });
+              return;
+            }
             case 'rankRequest':
               return void serve(m);
             case 'hostShutdown':
@@ -133,12 +155,20 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           resolve(`host 0 went silent for ${(ms / 1000).toFixed(1)} s`);
         },
       );
-      void channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank: cluster.nodeRank, layoutHash: o.layoutHash, workers: ready.map((r) => ({ rank: r.rank, backend: r.backend, device: r.device })) });
+      void channel.send({
+        type: 'hostReady',
+        protocolVersion: HOSTS_PROTOCOL_VERSION,
+        nodeRank: cluster.nodeRank,
+        layoutHash: o.layoutHash,
+        workers: ready.map((r) => ({ rank: r.rank, backend: r.backend, device: r.device })),
+        ...(dataFingerprint ? { dataFingerprint } : {}),
+      });
     });
   } finally {
     socket.destroy();
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
+    await (pool as AugmentPool | null)?.close();
   }
 }
 

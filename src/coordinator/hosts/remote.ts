@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { EvaluationSums, Shard } from '../../model/gradients.js';
+import type { ShardRequest } from '../../data/shard.js';
 import { Channel } from '../../protocol/channel.js';
 import { acceptPeer } from '../../protocol/handshake.js';
 import { asFromHost, HOSTS_PROTOCOL_VERSION, type FromHost, type HostReadyMessage, type RankRequestKind, type ToHost } from '../../protocol/hosts.js';
@@ -50,6 +51,8 @@ export interface ListenOptions {
   handshakeTimeoutMs?: number;
   /** TLS (TRAINPOOL_TLS_CERT/KEY): host 0's certificate and key; the handshake then runs inside it. */
   tls?: { cert: Buffer; key: Buffer };
+  /** Host 0's data set (its fingerprint) and training mean: a host with the same data builds its own shards. */
+  data?: { fingerprint: string; mean: Float32Array };
   /** One line per refused connection or lost host; the run goes on for the others while it can. */
   warn(line: string): void;
 }
@@ -162,7 +165,7 @@ export class HostListener {
   ranks(receive: (rank: number) => (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined): RemoteRank[] {
     return [...this.hosts.values()]
       .sort((a, b) => a.nodeRank - b.nodeRank)
-      .flatMap((h) => h.info.workers.map((w) => new RemoteRank(this, h.nodeRank, w.rank, receive(w.rank))));
+      .flatMap((h) => h.info.workers.map((w) => new RemoteRank(this, h.nodeRank, w.rank, receive(w.rank), h.buildsShards)));
   }
 
   /** A request to rank `rank` on host `nodeRank`, run again on its replacement where the host is lost. */
@@ -242,6 +245,9 @@ export class RemoteHost {
     return this.lost !== null;
   }
 
+  /** Whether it builds its ranks' shards (the same data set as host 0): requests then carry indices, not images. */
+  buildsShards = false;
+
   private constructor(
     private readonly channel: Channel,
     private readonly socket: net.Socket,
@@ -271,7 +277,9 @@ export class RemoteHost {
           if (m.type !== 'hostReady') return reject(new Error(`its first message is ${m.type}, not hostReady`));
           const want = Array.from({ length: o.workersPerHost }, (_, l) => nodeRank * o.workersPerHost + l);
           const problem =
-            m.protocolVersion !== HOSTS_PROTOCOL_VERSION
+            m.dataFingerprint !== undefined && o.data !== undefined && m.dataFingerprint !== o.data.fingerprint
+              ? `its data set differs from host 0's (fingerprint ${m.dataFingerprint.slice(0, 12)}… against ${o.data.fingerprint.slice(0, 12)}…): the same files and --dataset, --limit-train, --limit-test on every host`
+              : m.protocolVersion !== HOSTS_PROTOCOL_VERSION
               ? `it speaks protocol ${m.protocolVersion}, host 0 ${HOSTS_PROTOCOL_VERSION}`
               : m.nodeRank !== nodeRank
                 ? `it said host ${nodeRank} in the handshake and ${m.nodeRank} after`
@@ -286,6 +294,11 @@ export class RemoteHost {
           }
           const joined = new RemoteHost(channel, socket, nodeRank, m, address, o);
           host = joined;
+          // The same data: it builds its own shards from the mean (sent before any request) and each request's indices.
+          if (m.dataFingerprint !== undefined && o.data) {
+            joined.buildsShards = true;
+            void joined.send({ type: 'dataset', mean: o.data.mean });
+          }
           heartbeat(
             socket,
             () => void joined.send({ type: 'heartbeat' }),
@@ -311,10 +324,13 @@ export class RemoteHost {
       void this.send({ type: 'state', version: state.version, data: state.data });
     }
     const id = this.nextId++;
+    const deferred = (shard as DeferredShard).request;
+    if (deferred && !this.buildsShards) throw new Error(`host ${this.nodeRank} builds no shards but was handed a request for one: this is a bug`);
+    const input = deferred ? { indices: deferred.indices, augmentSeed: deferred.seed, augment: deferred.augment } : { x: shard.x, labels: shard.labels };
     const ms = this.answered === 0 ? this.timeouts.firstRequestTimeoutMs : this.timeouts.requestTimeoutMs;
     const timer = ms > 0 ? setTimeout(() => this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) did not answer rank ${rank}'s ${kind} within ${ms / 1000} s`)), ms) : undefined;
     const reply = new Promise<FromHost>((resolve, reject) => this.pending.set(id, { resolve, reject })).finally(() => clearTimeout(timer));
-    void this.send({ type: 'rankRequest', id, rank, kind, version: state.version, x: shard.x, labels: shard.labels, dropoutSeed });
+    void this.send({ type: 'rankRequest', id, rank, kind, version: state.version, ...input, dropoutSeed });
     return reply;
   }
 
@@ -349,14 +365,25 @@ export class RemoteHost {
   }
 }
 
+/** A shard another host builds: no images, the request they come from. */
+type DeferredShard = Shard & { request?: ShardRequest };
+const NO_IMAGES = new Float32Array(0);
+const NO_LABELS = new Uint8Array(0);
+
 /** One rank whose worker is on another host (the one host `nodeRank` is now: a replacement takes over). */
 export class RemoteRank implements ReplicaClient {
+  readonly deferShard?: (request: ShardRequest) => Shard;
+
   constructor(
     private readonly hosts: HostListener,
     private readonly nodeRank: number,
     readonly rank: number,
     private readonly receive: (field: string, bytes: number) => Uint8Array<ArrayBuffer> | undefined,
-  ) {}
+    buildsShards: boolean,
+  ) {
+    // A replacement runs the same command on the same data, so it builds shards as its predecessor did.
+    if (buildsShards) this.deferShard = (request) => ({ x: NO_IMAGES, labels: NO_LABELS, request }) as DeferredShard;
+  }
 
   async computeGradients(r: StepRequest, state: VersionedState): Promise<StepResult> {
     const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'computeGradients', r, r.dropoutSeed, state), 'grads');
