@@ -52,7 +52,7 @@ async function listen(warnings: string[], nodes = 3, rejoinTimeoutMs = 500, tls?
 }
 
 /** A host speaking the protocol by hand: what it received, and a reply for each request (rank's values). */
-async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean; tls?: { ca: Buffer }; dataFingerprint?: string } = {}) {
+async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; layoutHash?: string; ranks?: number[]; silent?: boolean; beats?: boolean; tls?: { ca: Buffer }; dataFingerprint?: string; reduce?: boolean } = {}) {
   const socket = await dial('127.0.0.1', port, 2_000, o.tls);
   const received: ToHost[] = [];
   await connectPeer(socket, { secret: o.secret ?? SECRET, nodeRank }).catch(() => {});
@@ -72,7 +72,7 @@ async function fakeHost(port: number, nodeRank: number, o: { secret?: Buffer; la
   const beat = setInterval(() => o.beats !== false && !socket.destroyed && void channel.send({ type: 'heartbeat' }).catch(() => {}), 50);
   socket.once('close', () => clearInterval(beat));
   const ranks = o.ranks ?? [2 * nodeRank, 2 * nodeRank + 1];
-  await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })), ...(o.dataFingerprint ? { dataFingerprint: o.dataFingerprint } : {}) }).catch(() => {});
+  await channel.send({ type: 'hostReady', protocolVersion: HOSTS_PROTOCOL_VERSION, nodeRank, layoutHash: o.layoutHash ?? 'L', workers: ranks.map((rank) => ({ rank, backend: 'wasm', device: 'fake' })), ...(o.dataFingerprint ? { dataFingerprint: o.dataFingerprint } : {}), ...(o.reduce ? { reduce: true } : {}) }).catch(() => {});
   return { socket, received };
 }
 
@@ -89,6 +89,7 @@ describe("host 0's listener", () => {
     await fakeHost(l.port, 2, { layoutHash: 'other' });
     await fakeHost(l.port, 2, { ranks: [4] });
     await fakeHost(l.port, 3);
+    await fakeHost(l.port, 2, { reduce: true });
     await settle();
     expect(warnings.map((w) => w.replace(/from 127\.0\.0\.1:\d+/, 'from H'))).toEqual([
       'refused a connection from H: host 1 is already in the run',
@@ -96,6 +97,7 @@ describe("host 0's listener", () => {
       "refused a connection from H: its model's weight layout other differs from host 0's L (the same options on every host)",
       'refused a connection from H: it serves ranks 4, not 4, 5 (the same number of workers on every host)',
       'refused a connection from H: it calls itself host 3, outside 1–2',
+      "refused a connection from H: it reduces its workers' gradients and host 0 does not (--host-reduce on every host or on none)",
     ]);
     await expect(l.ready(200)).rejects.toThrow('host 2 did not join within 0.2 s');
     await fakeHost(l.port, 2);
@@ -288,7 +290,8 @@ interface Host {
 function host(nodeRank: number, port: number, name: string, epochs = 2, extra: string[] = [], more: NodeJS.ProcessEnv = {}): Host {
   const env = { ...process.env, TRAINPOOL_GPUS: '', TRAINPOOL_NNODES: '2', TRAINPOOL_NODE_RANK: String(nodeRank), TRAINPOOL_MASTER_ADDR: '127.0.0.1', TRAINPOOL_MASTER_PORT: String(port), ...more };
   const args = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? String(epochs) : a));
-  const child = spawn(BIN, [...args, '--workers', '1', '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const workers = extra.includes('--workers') ? [] : ['--workers', '1'];
+  const child = spawn(BIN, [...args, ...workers, '--output', path.join(dir, name, 'plot.png'), ...extra], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (c) => (stdout += c));
@@ -334,6 +337,24 @@ describe('two hosts on loopback', () => {
     // And the same validation figures: each host's ranks evaluated their share of the test set.
     const validation = (name: string) => (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { val_loss: number; val_acc: number }[]).map((e) => [e.val_loss, e.val_acc]);
     expect(validation('h0')).toEqual(validation('single'));
+  }, 180_000);
+
+  it('--host-reduce: each host sends its workers’ mean; the run stays within rounding of one host’s with all the workers', async () => {
+    const port = await freePort();
+    const h1 = host(1, port, 'reduce-h1', 2, ['--workers', '2', '--host-reduce']);
+    const h0 = host(0, port, 'reduce', 2, ['--workers', '2', '--host-reduce']);
+    expect(await h0.exit).toBe(0);
+    expect(await h1.exit).toBe(0);
+    expect(h0.stdout()).toMatch(/^host 1 \(127\.0\.0\.1:\d+\): \[2\] wasm: .*; \[3\] wasm: .*; builds its shards; sends the mean of its 2 workers' gradients$/m);
+    const four = spawnSync(BIN, [...RUN, '--workers', '4', '--output', path.join(dir, 'four', 'plot.png')], { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: '' }, timeout: 120_000 });
+    expect(four.status).toBe(0);
+    // Not the same bits (the host's mean is rounded once more), the same training: every weight within 1e-3
+    // of the largest one's size, the first epoch's loss to five digits.
+    const [a, b] = ['reduce', 'four'].map((name) => new Float32Array(new Uint8Array(weights(name)).buffer));
+    const scale = Math.max(...b.map(Math.abs));
+    expect(Math.max(...a.map((v, i) => Math.abs(v - b[i])))).toBeLessThan(1e-3 * scale);
+    const loss = (name: string) => (JSON.parse(readFileSync(path.join(dir, name, 'plot.history.json'), 'utf8')).epochs as { loss: number }[])[0].loss;
+    expect(loss('reduce')).toBeCloseTo(loss('four'), 5);
   }, 180_000);
 
   it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {

@@ -80,7 +80,7 @@ export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (li
   out(describeCluster(cluster, config.workers));
   const logger = pino({ level: config.logLevel, base: { pid: process.pid, node: cluster.nodeRank } }, pino.destination(2));
   try {
-    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out, tls: tls ?? undefined, data, augmentThreads: config.augmentThreads });
+    const reason = await runAgent({ config, cluster, secret, spec, layoutHash, sizes, logger, out, tls: tls ?? undefined, data, augmentThreads: config.augmentThreads, reduce: config.hostReduce });
     out(`done: ${reason}`);
     return 0;
   } finally {

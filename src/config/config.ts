@@ -110,6 +110,8 @@ export interface ResolvedConfig {
   firstStepTimeoutMs: number;
   /** Several hosts: how long a lost host's ranks wait for its replacement before the run stops (ms). */
   rejoinTimeoutMs: number;
+  /** Several hosts: each host sends one gradient, its workers' mean (--host-reduce). */
+  hostReduce: boolean;
 }
 
 export type Rule =
@@ -327,6 +329,12 @@ export const OPTIONS = {
     rule: { kind: 'positive', max: MAX_TIMER_S },
     default: D.rejoinTimeoutS,
     // The library's train() runs on one host.
+    cliOnly: true,
+  },
+  hostReduce: {
+    flag: '--host-reduce',
+    help: "several hosts: each host sends the mean of its workers' gradients, not each one (host 0 receives 1/N of the bytes; close to, not bit-identical with, one host's run)",
+    rule: { kind: 'flag' },
     cliOnly: true,
   },
   logLevel: {

@@ -149,6 +149,7 @@ export function resolveConfig({ raw, label, gpusFound }: ConfigSource): Resolved
     stepTimeoutMs,
     firstStepTimeoutMs: Math.max(DEFAULTS.firstStepTimeoutS * 1000, stepTimeoutMs),
     rejoinTimeoutMs: parse('rejoinTimeout') * 1000,
+    hostReduce: flag('hostReduce'),
   };
 }
 

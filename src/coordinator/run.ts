@@ -94,6 +94,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           tls: io.hosts.tls,
           // Hosts with the same data build their own ranks' shards (the fingerprint says they have it).
           data: { fingerprint: datasetFingerprint(data), mean },
+          hostReduce: config.hostReduce,
           runId: io.runId,
           nodes: cluster.nodes,
           workersPerHost: config.workers,
@@ -172,7 +173,7 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
     if (cluster) io.out(describeCluster(cluster, config.workers));
     const hosts = listener ? await listener.ready(DEFAULTS.workerStartTimeoutS * 1000) : [];
     const clients: ReplicaClient[] = [...workers, ...(listener?.ranks((rank) => arena.receiver(rank, ['grads', 'stats'])) ?? [])];
-    for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}; ${h.buildsShards ? 'builds its shards' : 'shards sent from here'}`);
+    for (const h of hosts) io.out(`host ${h.nodeRank} (${h.address}): ${h.info.workers.map((w) => `[${w.rank}] ${w.backend}: ${w.device}`).join('; ')}; ${h.buildsShards ? 'builds its shards' : 'shards sent from here'}${config.hostReduce ? `; sends the mean of its ${h.info.workers.length} workers' gradients` : ''}`);
     const steps = stepsPerEpoch({ trainCount: data.train.count, batchSize: config.batchSize, workers: ranks });
     if (config.preset) io.out(`--preset ${config.preset}: ${PRESETS[config.preset].title}`);
     io.out(`trainpool: ${spec.name} on ${data.name} (${data.train.count.toLocaleString('en-US')} train / ${data.test.count.toLocaleString('en-US')} test, ${data.height}×${data.width}×${data.depth}), seed ${config.seed}`);

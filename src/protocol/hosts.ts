@@ -73,6 +73,23 @@ export interface HostReadyMessage {
   layoutHash: string;
   /** data/pool-source.ts datasetFingerprint of its data set, where it has one to build shards from. */
   dataFingerprint?: string;
+  /** --host-reduce: it answers a step's computeGradients requests with one ranksReduced. */
+  reduce?: boolean;
+}
+
+/**
+ * --host-reduce: a step's computeGradients requests to this host, answered at once with the mean of its
+ * workers' gradients and BN statistics (averaged in rank order), and each rank's loss, accuracy and time.
+ */
+export interface RanksReducedMessage {
+  type: 'ranksReduced';
+  ids: number[];
+  ranks: number[];
+  loss: number[];
+  acc: number[];
+  computeMs: number[];
+  grads: Float32Array;
+  stats: Float32Array;
 }
 
 export interface RankRepliedMessage {
@@ -96,7 +113,7 @@ export interface RankFailedMessage {
   message: string;
 }
 
-export type FromHost = HostReadyMessage | RankRepliedMessage | RankFailedMessage | HeartbeatMessage;
+export type FromHost = HostReadyMessage | RankRepliedMessage | RankFailedMessage | RanksReducedMessage | HeartbeatMessage;
 
 const isObject = (m: unknown): m is Record<string, unknown> => typeof m === 'object' && m !== null;
 const num = (m: Record<string, unknown>, k: string) => typeof m[k] === 'number';
@@ -141,6 +158,14 @@ export function asFromHost(raw: unknown): FromHost {
     case 'rankFailed':
       if (num(raw, 'id') && num(raw, 'rank') && typeof raw.message === 'string') return raw as unknown as RankFailedMessage;
       break;
+    case 'ranksReduced': {
+      const lists = ['ids', 'ranks', 'loss', 'acc', 'computeMs'].map((k) => raw[k]);
+      const n = Array.isArray(raw.ids) ? raw.ids.length : -1;
+      if (n > 0 && lists.every((l) => Array.isArray(l) && l.length === n && l.every((v) => typeof v === 'number')) && raw.grads instanceof Float32Array && raw.stats instanceof Float32Array) {
+        return raw as unknown as RanksReducedMessage;
+      }
+      break;
+    }
     case 'heartbeat':
       return { type: 'heartbeat' };
   }

@@ -18,7 +18,7 @@ import { connectPeer } from '../../protocol/handshake.js';
 import { asToHost, HOSTS_PROTOCOL_VERSION, type RankRequestMessage, type ToHost } from '../../protocol/hosts.js';
 import type { ComputeSpec } from '../../protocol/messages.js';
 import { TrainpoolError } from '../../util/errors.js';
-import type { VersionedState } from '../replica-client.js';
+import type { StepResult, VersionedState } from '../replica-client.js';
 import { createExchange } from '../exchange.js';
 import { AugmentPool } from '../../data/augment-pool.js';
 import type { Dataset } from '../../data/dataset.js';
@@ -49,6 +49,8 @@ export interface AgentOptions {
   data?: Dataset;
   /** Threads of this host's augmentation pool. */
   augmentThreads?: number;
+  /** --host-reduce: answer a step with the mean of this host's workers' gradients, one message for all of them. */
+  reduce?: boolean;
 }
 
 /** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
@@ -90,6 +92,26 @@ export async function runAgent(o: AgentOptions): Promise<string> {
     o.out(`workers: ${G} (${ready.map((r) => `[${r.rank}] ${r.backend}: ${r.device}`).join('; ')})`);
     return await new Promise<string>((resolve, reject) => {
       let state: VersionedState | null = null;
+      // --host-reduce: a step's replies, by state version, until every worker of this host has answered.
+      const gathered = new Map<number, { m: RankRequestMessage; reply: StepResult }[]>();
+      const reduced = async (m: RankRequestMessage, reply: StepResult) => {
+        const step = gathered.get(m.version) ?? [];
+        gathered.set(m.version, step);
+        step.push({ m, reply });
+        if (step.length < G) return;
+        gathered.delete(m.version);
+        step.sort((a, b) => a.m.rank - b.m.rank);
+        await channel.send({
+          type: 'ranksReduced',
+          ids: step.map((s) => s.m.id),
+          ranks: step.map((s) => s.m.rank),
+          loss: step.map((s) => s.reply.loss),
+          acc: step.map((s) => s.reply.acc),
+          computeMs: step.map((s) => s.reply.computeMs),
+          grads: meanOf(step.map((s) => s.reply.grads)),
+          stats: meanOf(step.map((s) => s.reply.stats)),
+        });
+      };
       const serve = async (m: RankRequestMessage) => {
         const w = workers[m.rank - first];
         try {
@@ -100,6 +122,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
             if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
             shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
           } else shard = { x: m.x!, labels: m.labels! };
+          if (m.kind === 'computeGradients' && o.reduce) return await reduced(m, await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state));
           const reply =
             m.kind === 'computeGradients'
               ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state)
@@ -162,6 +185,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         layoutHash: o.layoutHash,
         workers: ready.map((r) => ({ rank: r.rank, backend: r.backend, device: r.device })),
         ...(dataFingerprint ? { dataFingerprint } : {}),
+        ...(o.reduce ? { reduce: true } : {}),
       });
     });
   } finally {
@@ -170,6 +194,17 @@ export async function runAgent(o: AgentOptions): Promise<string> {
     exchange.close();
     await (pool as AugmentPool | null)?.close();
   }
+}
+
+/** The element-wise mean of `parts`, summed in their order in float64 and rounded once to float32. */
+function meanOf(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts[0].length);
+  for (let i = 0; i < out.length; i++) {
+    let sum = 0;
+    for (const p of parts) sum += p[i];
+    out[i] = sum / parts.length;
+  }
+  return out;
 }
 
 /** A connection to `host:port`, retried while nothing listens there yet (host 0 starting), up to `timeoutMs`. */

@@ -53,6 +53,8 @@ export interface ListenOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** Host 0's data set (its fingerprint) and training mean: a host with the same data builds its own shards. */
   data?: { fingerprint: string; mean: Float32Array };
+  /** --host-reduce: every host answers a step with its workers' mean gradient (hostReady must agree). */
+  hostReduce?: boolean;
   /** One line per refused connection or lost host; the run goes on for the others while it can. */
   warn(line: string): void;
 }
@@ -279,7 +281,9 @@ export class RemoteHost {
           const problem =
             m.dataFingerprint !== undefined && o.data !== undefined && m.dataFingerprint !== o.data.fingerprint
               ? `its data set differs from host 0's (fingerprint ${m.dataFingerprint.slice(0, 12)}… against ${o.data.fingerprint.slice(0, 12)}…): the same files and --dataset, --limit-train, --limit-test on every host`
-              : m.protocolVersion !== HOSTS_PROTOCOL_VERSION
+              : (m.reduce ?? false) !== (o.hostReduce ?? false)
+                ? `it ${m.reduce ? 'reduces' : 'does not reduce'} its workers' gradients and host 0 ${o.hostReduce ? 'does' : 'does not'} (--host-reduce on every host or on none)`
+                : m.protocolVersion !== HOSTS_PROTOCOL_VERSION
               ? `it speaks protocol ${m.protocolVersion}, host 0 ${HOSTS_PROTOCOL_VERSION}`
               : m.nodeRank !== nodeRank
                 ? `it said host ${nodeRank} in the handshake and ${m.nodeRank} after`
@@ -347,6 +351,12 @@ export class RemoteHost {
   private onMessage(m: FromHost): void {
     if (m.type === 'heartbeat') return;
     if (m.type === 'hostReady') return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) said hostReady twice`));
+    if (m.type === 'ranksReduced') {
+      // One mean for the step's requests to this host: each of its ranks returns it (the trainer's mean over
+      // all ranks then weighs the host by its number of workers, as it should).
+      m.ids.forEach((id, i) => this.onMessage({ type: 'rankReplied', id, rank: m.ranks[i], grads: m.grads, stats: m.stats, loss: m.loss[i], acc: m.acc[i], computeMs: m.computeMs[i] }));
+      return;
+    }
     const p = this.pending.get(m.id);
     if (!p) return this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) answered request ${m.id}, which is not pending`));
     this.pending.delete(m.id);
