@@ -215,6 +215,10 @@ export async function runTraining(config: ResolvedConfig, io: RunIO, resume: Che
           writeHistory(outputs, shown, state.history);
         },
         shouldStop: io.stopRequested,
+        // A host lost for good: the steps done since the epoch's checkpoint are kept too, for --resume.
+        onStepFailed: (state, e) => {
+          if (e instanceof HostLostError && state.step > 0) io.logger.info({ file: checkpoint(state) }, 'checkpoint after a lost host');
+        },
       },
     );
     progress.stop();

@@ -95,6 +95,11 @@ export interface TrainerHooks {
   onEpoch?(record: EpochRecord, state: TrainingState): void | Promise<void>;
   /** Polled between steps; returning true stops the run at the next step boundary. */
   shouldStop?(): boolean;
+  /**
+   * Called when a step's requests fail, with the state after the last step that completed (the failed one
+   * changed nothing yet), before the error propagates: the caller may checkpoint it (a host lost for good).
+   */
+  onStepFailed?(state: TrainingState, error: unknown): void;
 }
 
 export interface TrainerDeps {
@@ -151,7 +156,10 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
           clients.map((c, r) =>
             c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
           ),
-        );
+        ).catch((e: unknown) => {
+          hooks.onStepFailed?.(state, e);
+          throw e;
+        });
         // 4. Stop on divergence (Keras' TerminateOnNaN) before a checkpoint could see it.
         const loss = results.reduce((s, r) => s + r.loss, 0) / G;
         const acc = results.reduce((s, r) => s + r.acc, 0) / G;
