@@ -154,6 +154,50 @@ describe('trainer with fake workers', () => {
     expect(requests.filter((r) => r.indices[0] < 40).every((r) => r.augment !== false)).toBe(true);
   });
 
+  it('hands a step’s failure to onStepFailed with the state after the last step done, unchanged by the failed one', async () => {
+    const clients = fakes(2);
+    const failAt = 3; // the 4th step of the run
+    let asked = 0;
+    const real = clients[1].computeGradients.bind(clients[1]);
+    vi.spyOn(clients[1], 'computeGradients').mockImplementation(async (r, st) => {
+      if (asked++ === failAt) throw new Error('host 1 left the run');
+      return real(r, st);
+    });
+    const seen: { step: number; weights: number[]; error: string }[] = [];
+    const done: number[][] = [];
+    const run = train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial(), {
+      onStep: () => done.push([]),
+      onStepFailed: (state, e) => seen.push({ step: state.step, weights: Array.from(state.weights), error: (e as Error).message }),
+    });
+    await expect(run).rejects.toThrow('host 1 left the run');
+    expect(done).toHaveLength(failAt);
+    expect(seen).toHaveLength(1);
+    expect(seen[0].step).toBe(failAt);
+    expect(seen[0].error).toBe('host 1 left the run');
+    // The same weights as a run stopped by request after those steps.
+    let n = 0;
+    const stopped = await train({ clients: fakes(2), shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, options(), initial(), { shouldStop: () => n++ === failAt });
+    expect(stopped.state.step).toBe(failAt);
+    expect(seen[0].weights).toEqual(Array.from(stopped.state.weights));
+  });
+
+  it('hands a client that builds its own shards a stand-in with the request, for training and validation alike', async () => {
+    const maker = new DirectShardMaker(source());
+    const made = vi.spyOn(maker, 'makeShard');
+    const clients = fakes(2);
+    const stand = { x: new Float32Array(4 * H * W * D).fill(7), labels: new Uint8Array(4) };
+    const requests: { indices: number[]; augment: boolean }[] = [];
+    Object.assign(clients[1], { deferShard: (r: { indices: Uint32Array; augment: boolean }) => (requests.push({ indices: Array.from(r.indices), augment: r.augment }), stand) });
+    const got = vi.spyOn(clients[1], 'computeGradients');
+    await train({ clients, shards: maker, trainableSize: TRAINABLE }, options({ epochs: 1 }), initial());
+    // Rank 1's shards were never built here: every request it got was the stand-in.
+    expect(got.mock.calls.every(([r]) => r.x === stand.x)).toBe(true);
+    expect(requests.filter((r) => r.augment).length).toBe(got.mock.calls.length);
+    expect(requests.some((r) => !r.augment && r.indices[0] >= 40)).toBe(true); // its validation chunks
+    const plan = new TrainingPlan({ seed: 1, trainCount: 40, batchSize: 4, workers: 2 });
+    expect(made.mock.calls.every(([r]) => !Array.from(plan.shard(0, 0, 1).indices).every((v, i) => r.indices[i] === v))).toBe(true);
+  });
+
   it('sends weights only when a worker’s copy is stale', async () => {
     const clients = fakes(2);
     const o = options();
