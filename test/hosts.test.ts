@@ -111,8 +111,9 @@ describe("host 0's listener", () => {
     const l = await listen(warnings, 2);
     const silent = await Promise.all(Array.from({ length: MAX_AUTHENTICATING + 8 }, () => new Promise<net.Socket>((resolve) => { const s = net.connect(l.port, '127.0.0.1', () => resolve(s)); })));
     const closed = silent.map((s) => new Promise<void>((resolve) => s.once('close', () => resolve())));
+    // The 8 over the limit are closed at once; the others wait for their handshake's timeout (10 s).
+    await until(() => silent.filter((s) => s.destroyed || s.readableEnded).length >= 8, 5_000);
     await settle();
-    // The 8 over the limit are closed at once; the others wait for their handshake's timeout.
     expect(silent.filter((s) => s.destroyed || s.readableEnded).length).toBe(8);
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/^turned away 1 connection so far \(the latest from 127\.0\.0\.1:\d+\): 32 were authenticating already$/);
@@ -377,10 +378,10 @@ describe('two hosts on loopback', () => {
     const errors = h0.stderr().split('\n').filter((l) => l.startsWith('train: error:'));
     expect(errors).toHaveLength(1);
     // The checkpoint of the last step done (the epoch's, where none of epoch 2 was done yet), named in the line.
-    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run(: [^;]*)?; no replacement joined within 2 s; the last checkpoint, .*epoch-0001-step-0000\d\d\.ckpt, is kept: start every host again with --resume$/);
+    // (How far the run got in those 2 s depends on the machine's load: an epoch or two, some steps or none.)
+    expect(errors[0]).toMatch(/^train: error: host 1 \(127\.0\.0\.1:\d+\) left the run(: [^;]*)?; no replacement joined within 2 s; the last checkpoint, .*epoch-\d{4}-step-\d{6}\.ckpt, is kept: start every host again with --resume$/);
     const kept = readdirSync(path.join(dir, 'lost1', 'plot.checkpoints')).sort();
-    expect(kept.at(-1)).toMatch(/^epoch-0001-step-0000(0\d|1[0-5])\.ckpt$/);
-    expect(errors[0]).toContain(kept.at(-1));
+    expect(errors[0]).toContain(`${path.sep}${kept.at(-1)},`);
     // Its checkpoint continues on two hosts only: on one, the same --workers is another global batch.
     const run30 = RUN.map((a, i) => (RUN[i - 1] === '--epochs' ? '30' : a));
     expect(run30.join(' ')).toContain('--epochs 30');
