@@ -85,7 +85,8 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         },
       }),
   );
-  let pool: AugmentPool | null = null;
+  // A holder, not a `let`: the pool is made in a message handler, which TypeScript's narrowing does not see.
+  const own: { pool?: AugmentPool } = {};
   try {
     const ready = (await Promise.all(workers.map((w) => w.start()))).map((w) => w.info!);
     const dataFingerprint = o.data ? datasetFingerprint(o.data) : undefined;
@@ -119,6 +120,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           if (!state || state.version !== m.version) throw new Error(`state ${m.version} was not sent before its request (have ${state?.version ?? 'none'}): this is a bug`);
           let shard: Shard;
           if (m.indices) {
+            const pool = own.pool;
             if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
             shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
           } else shard = { x: m.x!, labels: m.labels! };
@@ -151,7 +153,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
             case 'dataset': {
               const data = o.data;
               if (!data) return reject(new TrainpoolError('PROTOCOL', 'host 0 sent a training mean to a host without a data set: this is a bug'));
-              pool = new AugmentPool({ threads: o.augmentThreads ?? 2, ...poolSource(data), mean: m.mean, height: data.height, width: data.width, depth: data.depth });
+              own.pool = new AugmentPool({ threads: o.augmentThreads ?? 2, ...poolSource(data), mean: m.mean, height: data.height, width: data.width, depth: data.depth });
               return;
             }
             case 'rankRequest':
@@ -192,7 +194,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
     socket.destroy();
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
-    await (pool as AugmentPool | null)?.close();
+    await own.pool?.close();
   }
 }
 

@@ -90,10 +90,9 @@ export function runIdBytes(runId: string): Buffer {
 export class HostListener {
   private readonly hosts = new Map<number, RemoteHost>();
   private readonly sockets = new Set<net.Socket>();
-  private readonly waiting: { resolve(): void; reject(e: Error): void }[] = [];
+  private readonly waiting: (() => void)[] = [];
   /** Who waits for host k's replacement. */
   private readonly rejoining = new Map<number, (() => void)[]>();
-  private failure: Error | null = null;
   private closed = false;
   private authenticating = 0;
   private turnedAway = 0;
@@ -137,12 +136,11 @@ export class HostListener {
     if (this.hosts.size < this.o.nodes - 1) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve, reject) => {
-        this.waiting.push({ resolve, reject });
+        this.waiting.push(resolve);
         timer = setTimeout(() => {
           const missing = Array.from({ length: this.o.nodes - 1 }, (_, i) => i + 1).filter((k) => !this.hosts.has(k));
           reject(new TrainpoolError('LAUNCH', `host${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not join within ${timeoutMs / 1000} s (listening on port ${this.port})`));
         }, timeoutMs);
-        if (this.failure) reject(this.failure);
       }).finally(() => clearTimeout(timer));
     }
     return [...this.hosts.values()].sort((a, b) => a.nodeRank - b.nodeRank);
@@ -222,7 +220,7 @@ export class HostListener {
         this.o.warn(`host ${nodeRank} rejoined from ${host.address}: its lost requests run again there`);
         for (const wake of this.rejoining.get(nodeRank)?.splice(0) ?? []) wake();
       }
-      if (this.hosts.size === this.o.nodes - 1) for (const w of this.waiting.splice(0)) w.resolve();
+      if (this.hosts.size === this.o.nodes - 1) for (const resolve of this.waiting.splice(0)) resolve();
     } catch (e) {
       socket.destroy();
       this.o.warn(`refused a connection from ${from}: ${(e as Error).message}`);
