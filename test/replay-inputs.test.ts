@@ -5,7 +5,7 @@
  */
 import seedrandom from 'seedrandom';
 import { describe, expect, it } from 'vitest';
-import { maskDrawer, maskValues } from '../src/engine/replay/inputs.js';
+import { drawMask, maskDrawer, maskValues, type MaskForm } from '../src/engine/replay/inputs.js';
 
 const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 
@@ -34,5 +34,20 @@ describe('maskValues', () => {
     // keep 0.7 is 0.699999988… in float32: 0.3 + keep rounds to 1 in float32 (kept), 0.29 does not.
     const kept = maskValues(Float32Array.of(0.3, 0.29), { keep: 0.7, form: 'scaled' });
     expect(Array.from(kept)).toEqual([Math.fround(1 / Math.fround(0.7)), 0]);
+  });
+});
+
+describe('drawMask', () => {
+  it('writes maskValues(maskDrawer(seed)(n), form) bit for bit, in place, for every form and keep', () => {
+    const forms: MaskForm[] = [0.5, 0.7, 0.9].flatMap((keep) => (['uniform', 'floor', 'scaled'] as const).map((form) => ({ keep, form })));
+    for (const seed of [0, 977, 2 ** 32 - 1]) {
+      for (const f of forms) {
+        const staged = new Float32Array(4100).fill(-1);
+        drawMask(seed, f, staged.subarray(2, 4098));
+        expect(bits(staged.subarray(2, 4098)), `seed ${seed}, ${f.form} ${f.keep}`).toEqual(bits(maskValues(maskDrawer(seed)(4096), f)));
+        // Nothing outside the range given.
+        expect([staged[0], staged[1], staged[4098], staged[4099]]).toEqual([-1, -1, -1, -1]);
+      }
+    }
   });
 });

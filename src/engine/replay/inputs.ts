@@ -59,21 +59,7 @@ interface AleaState {
 
 /** tfjs' dropout draws: randomUniform(shape, 0, 1, 'float32', seed), seedrandom's alea on String(seed), one stream per call. */
 export function maskDrawer(seed: number): (n: number) => Float32Array {
-  return (n) => {
-    // seedrandom's seeding, then its recurrence (lib/alea.js, Alea.next) on locals: the same doubles at
-    // ~5 ns a value instead of ~25 through the closure (a batch of 64 draws 21,504 of them per step).
-    let { c, s0, s1, s2 } = (seedrandom.alea(String(seed), { state: true }) as unknown as { state(): AleaState }).state();
-    const u = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
-      const t = 2091639 * s0 + c * 2.3283064365386963e-10; // 2^-32
-      s0 = s1;
-      s1 = s2;
-      c = t | 0;
-      s2 = t - c;
-      u[i] = s2;
-    }
-    return u;
-  };
+  return (n) => drawMask(seed, { keep: 1, form: 'uniform' }, new Float32Array(n));
 }
 
 /** The mask as uploaded in `form`, with tfjs-backend-cpu's float32 arithmetic (add, floor, div). */
@@ -88,6 +74,31 @@ export function maskValues(u: Float32Array, { keep, form }: MaskForm): Float32Ar
   return out;
 }
 
+/**
+ * maskValues(maskDrawer(seed)(into.length), mask) written into `into` in one pass, as a replayed step does
+ * into its staging buffer: no array of draws between (a batch of 64 draws 21,504 values per step).
+ */
+export function drawMask(seed: number, { keep, form }: MaskForm, into: Float32Array): Float32Array {
+  // seedrandom's seeding, then its recurrence (lib/alea.js, Alea.next) on locals: the same doubles at
+  // ~5 ns a value instead of ~25 through the closure.
+  let { c, s0, s1, s2 } = (seedrandom.alea(String(seed), { state: true }) as unknown as { state(): AleaState }).state();
+  const k = Math.fround(keep);
+  const n = into.length;
+  for (let i = 0; i < n; i++) {
+    const t = 2091639 * s0 + c * 2.3283064365386963e-10; // 2^-32
+    s0 = s1;
+    s1 = s2;
+    c = t | 0;
+    s2 = t - c;
+    if (form === 'uniform') into[i] = s2;
+    else {
+      // As maskValues on the float32 draw: the draw rounded, then tfjs-backend-cpu's float32 add, floor, div.
+      const kept = Math.floor(Math.fround(Math.fround(s2) + k));
+      into[i] = form === 'floor' ? kept : kept / k;
+    }
+  }
+  return into;
+}
 
 /** Each upload's source in the probe step, by its bytes. */
 export function identify(ops: GpuOp[], probe: StepInputs, variables: VariableSpan[], rates: number[]): Map<number, Source> {

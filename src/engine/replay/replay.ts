@@ -21,7 +21,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { captureGpuWork } from './capture.js';
 import { sameBits } from '../../util/bytes.js';
-import { identify, maskDrawer, maskValues, probeInputs, RecordingError, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
+import { drawMask, identify, probeInputs, RecordingError, type Source, type StepInputs, type StepOutputs, type VariableSpan } from './inputs.js';
 import { planStep, READ_BACK, type PlanBuffer, type PlanCommand, type StepPlan } from './plan.js';
 import { WeightStage } from './weights.js';
 
@@ -69,8 +69,9 @@ export class ReplayedStep {
   /** Host time of the last run before the GPU could start it: writing the shard, encoding unless done ahead, submitting. */
   encodeMs = 0;
   /**
-   * encodeMs in parts: writing the shard, encoding the commands (0 where encoded ahead), submitting (and the
-   * mapAsync calls); then aheadMs, encoding the next run's commands after the submit, while the GPU works.
+   * encodeMs in parts: writing the shard, encoding the commands (0 where encoded ahead), submitting; then
+   * aheadMs, the host's work after the submit while the GPU runs the step: the map requests (read-back,
+   * staging) and encoding the next run's commands.
    */
   phases = { writeMs: 0, commandsMs: 0, submitMs: 0, aheadMs: 0 };
   /** Whether the last run submitted commands encoded ahead (all but the recording's check of its probe). */
@@ -158,12 +159,11 @@ export class ReplayedStep {
     await this.weights.ready();
     const started = performance.now();
     const staged = this.staging.getMappedRange();
-    const mask = maskDrawer(inputs.dropoutSeed);
     for (const w of this.inputs) {
       const s = w.source;
       if (s.kind === 'x') new Float32Array(staged, w.offset, w.bytes / 4).set(inputs.x);
       else if (s.kind === 'labels') new Int32Array(staged, w.offset, w.bytes / 4).set(inputs.labels);
-      else new Float32Array(staged, w.offset, w.bytes / 4).set(maskValues(mask(w.bytes / 4), s));
+      else drawMask(inputs.dropoutSeed, s, new Float32Array(staged, w.offset, w.bytes / 4));
     }
     this.staging.unmap();
     this.weights.unmap();
@@ -174,11 +174,14 @@ export class ReplayedStep {
     this.next = null;
     const encoded = performance.now();
     queue.submit([commands]);
+    // The GPU has the step from here: what follows overlaps its work, and is timed apart (aheadMs).
+    const submitted = performance.now();
+    // Asked for now, answered when the GPU is done: the read-back, and the two staging buffers mapped for the
+    // next step's writes.
+    const read = this.readBack.mapAsync(GPUMapMode.READ);
     this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
     this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
     this.weights.remap();
-    const read = this.readBack.mapAsync(GPUMapMode.READ);
-    const submitted = performance.now();
     // The next run's commands, encoded now while the GPU runs this one: a command buffer is submitted once,
     // but what it records (buffers, bind groups, dispatches) is the same every step, and a buffer's mapping is
     // checked at submit, not while encoding. So the host's ~3 ms of encoding overlaps the GPU's work instead
