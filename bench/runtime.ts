@@ -300,7 +300,7 @@ export async function benchPasses(workers = [1, 2, 4, 8], repeats = 15): Promise
   }
   for (const g of workers) {
     const arena = ExchangeArena.forRun(total, g, 1);
-    const threaded = ExchangeArena.forRun(total, g, Math.max(2, exchangeThreads(0)));
+    const threaded = ExchangeArena.forRun(total, g, Math.max(2, exchangeThreads()));
     const grads = Array.from({ length: g }, (_, r) => arena.adopt(Float32Array.from({ length: n }, (_, i) => Math.sin(i + r) * 1e-3)));
     const plain = grads.map((a) => a.slice());
     const weights = arena.adopt(new Float32Array(total).fill(0.5));
@@ -310,7 +310,7 @@ export async function benchPasses(workers = [1, 2, 4, 8], repeats = 15): Promise
     const mean = new Float32Array(n);
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: JavaScript (average.ts, sgd.ts)`, ms: median(() => sgdStep(w2.subarray(0, n), averageInto(mean, plain), { velocity: v2 }, 0.005, 0.9)) });
     out.push({ pass: `mean of ${g} + momentum SGD + NaN check: WebAssembly SIMD, one pass (kernels.ts)`, ms: median(() => arena.meanSgd(weights.subarray(0, n), velocity, grads, 0.005, 0.9)) });
-    // The same split over threads: one per core, at least two (kernels.ts; a run takes only the cores no worker needs).
+    // The same split over threads: one per core, at least two (kernels.ts; a run takes one per core, up to four).
     const tg = grads.map((a) => threaded.adopt(a));
     const tw = threaded.adopt(weights);
     const tv = threaded.adopt(velocity);

@@ -149,8 +149,8 @@ describe('ExchangeArena kernels', () => {
     }
   });
 
-  it('give a run helper threads only on cores no worker needs, four threads at most', () => {
-    expect([[1, 2], [2, 2], [4, 2], [1, 3], [4, 6], [4, 16], [8, 32], [8, 8]].map(([g, cores]) => exchangeThreads(g, cores))).toEqual([1, 1, 1, 2, 2, 4, 4, 1]);
+  it('give a run a thread per core for its update, four at most (the workers wait for it)', () => {
+    expect([1, 2, 3, 4, 6, 16, 32].map((cores) => exchangeThreads(cores))).toEqual([1, 2, 3, 4, 4, 4, 4]);
   });
 
   it('refuse arrays of different lengths, and no arrays, as bugs', () => {

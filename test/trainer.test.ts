@@ -227,6 +227,31 @@ describe('trainer with fake workers', () => {
     expect(steps.slice(1).every((s) => s.shardsReadyBeforeAsked)).toBe(true);
   });
 
+  it('asks for the next steps\u2019 shards only once a step\u2019s requests are out, so the pool works beside the workers', async () => {
+    const G = 2;
+    const events: string[] = [];
+    const clients = fakes(G);
+    for (const c of clients) {
+      const compute = c.computeGradients.bind(c);
+      c.computeGradients = (r, state) => (events.push('compute'), compute(r, state));
+    }
+    const direct = new DirectShardMaker(source());
+    const shards = { makeShard: (r: Parameters<DirectShardMaker['makeShard']>[0]) => (events.push('shard'), direct.makeShard(r)) };
+    await train({ clients, shards, trainableSize: TRAINABLE }, options({ testCount: 0, prefetch: 2 }), initial());
+    // Requests go out in step order: the n-th of each kind belongs to step ⌊n / G⌋.
+    const at = (kind: string) => events.flatMap((e, i) => (e === kind ? [i] : []));
+    const [made, computed] = [at('shard'), at('compute')];
+    const steps = computed.length / G;
+    expect(steps).toBe(2 * stepsPerEpoch({ trainCount: 40, batchSize: 4, workers: G }));
+    expect(made).toHaveLength(computed.length);
+    // Before the first step's requests, only its own shards; step k's (k ≥ 1) asked for once the requests
+    // of step k − 2 are out (prefetch 2: two steps ahead), never before the run's first.
+    expect(made.filter((i) => i < computed[0])).toHaveLength(G);
+    for (let k = 1; k < steps; k++) expect(made[k * G], `step ${k + 1}`).toBeGreaterThan(computed[Math.max(0, k - 2) * G + G - 1]);
+    // And still two steps ahead: step k's shards were asked for before step k − 1's requests went out.
+    for (let k = 2; k < steps; k++) expect(made[k * G], `step ${k + 1}`).toBeLessThan(computed[(k - 1) * G]);
+  });
+
   it('does wait when the pool is slower than the workers (the check can fail)', async () => {
     const steps: StepInfo[] = [];
     await train({ clients: fakes(2, 0), shards: new DirectShardMaker(source(), 10), trainableSize: TRAINABLE }, options({ prefetch: 0 }), initial(), {

@@ -32,7 +32,7 @@ export interface RunExchange {
 
 /**
  * `map: false` keeps the regions read/write even where they could be mapped, and `threads` sets the
- * update's threads (default: exchangeThreads, the cores no worker needs): benchmarks compare them.
+ * update's threads (default: exchangeThreads, one per core up to four): benchmarks compare them.
  */
 export function createExchange(sizes: { totalSize: number; trainableSize: number }, workers: number, o: { map?: boolean; threads?: number } = {}): RunExchange {
   const { totalSize, trainableSize } = sizes;

@@ -36,10 +36,10 @@ export class ShardPrefetcher {
     private readonly augment: boolean,
   ) {}
 
-  /** The shards of (epoch, step) for every rank, and requests for the next `depth` steps. */
+  /** The shards of (epoch, step) for every rank (asked for now if they were not yet). */
   async take(epoch: number, step: number): Promise<TakenStep> {
     const g = epoch * this.plan.steps + step;
-    for (let k = g; k <= g + this.depth; k++) this.request(k);
+    this.request(g);
     const p = this.pending.get(g)!;
     this.pending.delete(g);
     const readyBeforeAsked = p.ready;
@@ -48,8 +48,21 @@ export class ShardPrefetcher {
     return { shards, readyBeforeAsked, waitedMs: performance.now() - started };
   }
 
+  /**
+   * Asks for the `depth` steps after (epoch, step). The trainer calls it once that step's requests are out,
+   * so that the pool's threads build them beside the workers' compute rather than while the workers wake.
+   */
+  ahead(epoch: number, step: number): void {
+    if (this.cleared) return;
+    const g = epoch * this.plan.steps + step;
+    for (let k = g + 1; k <= g + this.depth; k++) this.request(k);
+  }
+
+  private cleared = false;
+
   /** Lets go of requests not taken (the run stopped); their results are discarded when they arrive. */
   clear(): void {
+    this.cleared = true;
     for (const p of this.pending.values()) p.shards.catch(() => {});
     this.pending.clear();
   }

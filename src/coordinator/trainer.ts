@@ -152,11 +152,15 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
         // 2. This step's shards, built ahead by the augmentation pool.
         const taken = await prefetcher.take(epoch, step);
         // 3. Every worker computes its shard's gradient; stale workers get the weights with the request.
-        const results: StepResult[] = await Promise.all(
+        const computing = Promise.all(
           clients.map((c, r) =>
             c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
           ),
-        ).catch((e: unknown) => {
+        );
+        // The next steps' shards, asked for once this step's requests are on their way (a turn of the event
+        // loop: the clients write them asynchronously).
+        setImmediate(() => prefetcher.ahead(epoch, step));
+        const results: StepResult[] = await computing.catch((e: unknown) => {
           hooks.onStepFailed?.(state, e);
           throw e;
         });

@@ -13,7 +13,7 @@
  * the arrays while this thread runs its own: each value's arithmetic is the same whoever computes it, so
  * the result is the same bits with one thread or four. Alone, two threads were 1.5–2× faster than one for 1
  * to 4 replicas of MiniGoogLeNet's gradients on this 2-core VM (`npm run bench -- --only passes`); a run
- * uses them where cores are spare (exchangeThreads).
+ * uses one per core, up to four (exchangeThreads).
  */
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -40,14 +40,15 @@ export const SPLIT_MIN = 65_536;
 const HELPER_TIMEOUT_MS = 60_000;
 
 /**
- * Threads for a run's update with `workers` worker processes: this one and a helper per core that no worker
- * needs, up to four in all (memory bandwidth saturates before more). A helper on a core a worker or the
- * augmentation also wants waits for its time slice while this thread waits for it: on this project's 2-core
- * VM two threads made one worker's step 0.3–0.6 ms slower end to end (alternated runs) although the pass
- * alone took 0.6 ms less, and four workers' 1–4 ms faster (bench/RUNTIME.md).
+ * Threads for a run's update: this one and a helper per core, up to four in all (memory bandwidth saturates
+ * before more). Every worker waits for the update (synchronous data parallelism: they have replied and want
+ * the new weights), and the augmentation pool builds the next shards beside the workers' compute
+ * (prefetch.ts `ahead`), so the update has the cores to itself. When the pool's prefetch still started with each step, a helper waited for cores the pool held: one
+ * worker's step was 0.3–0.6 ms slower with two threads; now two threads are 1–4 ms faster for 1–4 workers on
+ * the 2-core VM (bench/RUNTIME.md).
  */
-export function exchangeThreads(workers: number, cores = os.availableParallelism()): number {
-  return Math.max(1, Math.min(4, cores - workers));
+export function exchangeThreads(cores = os.availableParallelism()): number {
+  return Math.max(1, Math.min(4, cores));
 }
 
 const NO_HELPERS: readonly Helper[] = [];
@@ -153,7 +154,7 @@ export class ExchangeArena {
    * `workers` ranks' gradients and statistics, with a page of slack around each array a region may be
    * mapped over (mapSlot).
    */
-  static forRun(totalSize: number, workers: number, threads = exchangeThreads(workers)): ExchangeArena {
+  static forRun(totalSize: number, workers: number, threads = exchangeThreads()): ExchangeArena {
     const page = (sharedMemory()?.pageSize ?? 4096) / 4;
     return new ExchangeArena(2 * totalSize + workers * (totalSize + 8) + 2 * page * (workers + 2), workers, threads);
   }
