@@ -73,6 +73,9 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
           // Each step submits the commands encoded during the GPU work of the step before it (the first one:
           // the recording's check of its probe).
           expect(replayed.replayStats(batch)!.encodedAhead).toBe(true);
+          // From the second replayed step on (the first has no GPU time to go by), the thread sleeps through
+          // most of the GPU's work before asking for the results, instead of polling the device for all of it.
+          if (step >= 3) expect(replayed.replayStats(batch)!.quietMs).toBeGreaterThan(0);
         }
         expect(replayed.replaying(batch)).toBe(true);
       }

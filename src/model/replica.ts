@@ -87,12 +87,12 @@ export class Replica implements Compute {
 
   /**
    * The last replayed step of `batch` images: its host time before the GPU (writing the shard, encoding where
-   * not done ahead, submitting) in parts, the weights' copy of the last setState, WebGPU calls, the bytes of
-   * the buffers it owns; null where none.
+   * not done ahead, submitting) in parts, how long it slept before asking for its results, the weights' copy
+   * of the last setState, WebGPU calls, the bytes of the buffers it owns; null where none.
    */
-  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; encodedAhead: boolean; stateMs: number; calls: number; bytes: number } | null {
+  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; encodedAhead: boolean; quietMs: number; stateMs: number; calls: number; bytes: number } | null {
     const r = this.replays.get(batch);
-    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, encodedAhead: r.encodedAhead, stateMs: this.stateMs, calls: r.callsPerStep, bytes: r.bytes + (this.stage ? 2 * this.stage.bytes : 0) } : null;
+    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, encodedAhead: r.encodedAhead, quietMs: r.quietMs, stateMs: this.stateMs, calls: r.callsPerStep, bytes: r.bytes + (this.stage ? 2 * this.stage.bytes : 0) } : null;
   }
 
   async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {

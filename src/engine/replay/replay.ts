@@ -63,6 +63,8 @@ interface StagedInput {
 }
 
 const usage = () => globalThis.GPUBufferUsage;
+/** Below this a sleep is not worth a timer (Node's are whole milliseconds): the results are asked for at once. */
+const MIN_QUIET_MS = 2;
 const pad4 = (n: number) => Math.ceil(n / 4) * 4;
 
 export class ReplayedStep {
@@ -70,10 +72,13 @@ export class ReplayedStep {
   encodeMs = 0;
   /**
    * encodeMs in parts: writing the shard, encoding the commands (0 where encoded ahead), submitting; then
-   * aheadMs, the host's work after the submit while the GPU runs the step: the map requests (read-back,
-   * staging) and encoding the next run's commands.
+   * aheadMs, encoding the next run's commands after the submit, while the GPU runs the step.
    */
   phases = { writeMs: 0, commandsMs: 0, submitMs: 0, aheadMs: 0 };
+  /** The last run's time from its submit to its results: what the next run's quiet wait is a share of. */
+  private gpuMs = 0;
+  /** How long the last run slept before asking for its results (0: it asked at once). */
+  quietMs = 0;
   /** Whether the last run submitted commands encoded ahead (all but the recording's check of its probe). */
   encodedAhead = false;
   /** WebGPU calls a run makes. */
@@ -176,20 +181,29 @@ export class ReplayedStep {
     queue.submit([commands]);
     // The GPU has the step from here: what follows overlaps its work, and is timed apart (aheadMs).
     const submitted = performance.now();
-    // Asked for now, answered when the GPU is done: the read-back, and the two staging buffers mapped for the
-    // next step's writes.
-    const read = this.readBack.mapAsync(GPUMapMode.READ);
-    this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
-    this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
-    this.weights.remap();
     // The next run's commands, encoded now while the GPU runs this one: a command buffer is submitted once,
     // but what it records (buffers, bind groups, dispatches) is the same every step, and a buffer's mapping is
     // checked at submit, not while encoding. So the host's ~3 ms of encoding overlaps the GPU's work instead
     // of adding to it.
     this.next = this.encode();
-    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded, aheadMs: performance.now() - submitted };
+    const encodedAhead = performance.now();
+    // dawn.node polls the device in a setImmediate loop while any of its promises is pending (AsyncRunner):
+    // a map requested now would keep this thread busy for the whole of the GPU's step (on lavapipe, 1.9–2.3 s
+    // of CPU in a 2.4–2.9 s step, taken from the two cores its own threads run on). So the thread sleeps
+    // until the GPU is likely near done (3/4 of the last run's submit-to-results time, which corrects itself:
+    // a step that got faster answers at once after the sleep, and the next sleep is shorter) and only then
+    // asks for the read-back and for the staging buffers for the next step's writes.
+    const quiet = this.gpuMs * 0.75 - (encodedAhead - submitted);
+    this.quietMs = quiet >= MIN_QUIET_MS ? quiet : 0;
+    if (this.quietMs > 0) await new Promise((resolve) => setTimeout(resolve, this.quietMs));
+    const read = this.readBack.mapAsync(GPUMapMode.READ);
+    this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
+    this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
+    this.weights.remap();
+    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded, aheadMs: encodedAhead - submitted };
     this.encodeMs = submitted - started;
     await read;
+    this.gpuMs = performance.now() - submitted;
     const range = this.readBack.getMappedRange();
     const { flatBytes, loss, acc } = this.results;
     const out = { flat: new Float32Array(range.slice(0, flatBytes)), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
