@@ -20,6 +20,7 @@ import type { ComputeSpec } from '../../protocol/messages.js';
 import { TrainpoolError } from '../../util/errors.js';
 import type { StepResult, VersionedState } from '../replica-client.js';
 import { createExchange } from '../exchange.js';
+import { average } from '../optim/average.js';
 import { AugmentPool } from '../../data/augment-pool.js';
 import type { Dataset } from '../../data/dataset.js';
 import { datasetFingerprint, poolSource } from '../../data/pool-source.js';
@@ -109,8 +110,9 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           loss: step.map((s) => s.reply.loss),
           acc: step.map((s) => s.reply.acc),
           computeMs: step.map((s) => s.reply.computeMs),
-          grads: meanOf(step.map((s) => s.reply.grads)),
-          stats: meanOf(step.map((s) => s.reply.stats)),
+          // The coordinator's own mean (float64 sums in rank order, rounded once).
+          grads: average(step.map((s) => s.reply.grads)),
+          stats: average(step.map((s) => s.reply.stats)),
         });
       };
       const serve = async (m: RankRequestMessage) => {
@@ -124,13 +126,12 @@ export async function runAgent(o: AgentOptions): Promise<string> {
             if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
             shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
           } else shard = { x: m.x!, labels: m.labels! };
-          if (m.kind === 'computeGradients' && o.reduce) return await reduced(m, await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state));
-          const reply =
-            m.kind === 'computeGradients'
-              ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state)
-              : m.kind === 'evaluate'
-                ? await w.evaluate(shard, state)
-                : { stats: await w.batchStatistics(shard, state) };
+          if (m.kind === 'computeGradients') {
+            const reply = await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state);
+            if (o.reduce) return await reduced(m, reply);
+            return await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
+          }
+          const reply = m.kind === 'evaluate' ? await w.evaluate(shard, state) : { stats: await w.batchStatistics(shard, state) };
           await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
         } catch (e) {
           await channel.send({ type: 'rankFailed', id: m.id, rank: m.rank, message: (e as Error).message }).catch(() => {});
@@ -196,17 +197,6 @@ export async function runAgent(o: AgentOptions): Promise<string> {
     exchange.close();
     await own.pool?.close();
   }
-}
-
-/** The element-wise mean of `parts`, summed in their order in float64 and rounded once to float32. */
-function meanOf(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts[0].length);
-  for (let i = 0; i < out.length; i++) {
-    let sum = 0;
-    for (const p of parts) sum += p[i];
-    out[i] = sum / parts.length;
-  }
-  return out;
 }
 
 /** A connection to `host:port`, retried while nothing listens there yet (host 0 starting), up to `timeoutMs`. */
