@@ -230,7 +230,10 @@ describe('trainer with fake workers', () => {
   it('asks for the next steps\u2019 shards only once a step\u2019s requests are out, so the pool works beside the workers', async () => {
     const G = 2;
     const events: string[] = [];
-    const clients = fakes(G);
+    // Workers that take a while, as real ones do: ones that answer within the same turn of the event loop
+    // leave no turn for the pool beside them (that each shard is still built once: 'builds every training
+    // shard once' below, with such workers).
+    const clients = fakes(G, 2);
     for (const c of clients) {
       const compute = c.computeGradients.bind(c);
       c.computeGradients = (r, state) => (events.push('compute'), compute(r, state));
@@ -291,6 +294,8 @@ describe('trainer with fake workers', () => {
   });
 
   it('builds every training shard once, and none for an epoch after the last', async () => {
+    // fakes(2) answer at once, before the trainer's turn that asks for the next steps' shards: by then it has
+    // taken later steps, which must not be built again.
     const maker = new DirectShardMaker(source());
     const o = options({ epochs: 2, prefetch: 3 });
     await train({ clients: fakes(2), shards: maker, trainableSize: TRAINABLE }, o, initial());

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { Channel } from '../src/protocol/channel.js';
 import { PROTOCOL_VERSION, type WorkerConfig } from '../src/protocol/messages.js';
+import { FAKE_GRADIENT_PERIOD, FakeCompute } from '../src/worker/fake.js';
 import { waitGone } from './helpers/process.js';
 
 const fake = (o: Partial<WorkerConfig> = {}): WorkerConfig => ({
@@ -108,5 +109,16 @@ describe('worker process', () => {
     await new Promise((r) => setTimeout(r, 300));
     (second.stdio[3] as net.Socket).destroy();
     expect(await waitGone(second.pid!)).toBe(true);
+  });
+});
+
+describe('fake compute', () => {
+  it('gives every gradient its formula value, past the period it copies and in a partial last period', async () => {
+    const n = 3 * FAKE_GRADIENT_PERIOD + 5;
+    const f = new FakeCompute({ delayMs: 0, trainableSize: n, statsSize: 2 });
+    f.setState(new Float32Array(n + 2).fill(0.25));
+    const { grads } = await f.computeGradients({ x: new Float32Array(8).fill(2), labels: new Uint8Array([1]) });
+    const want = Float32Array.from({ length: n }, (_, i) => (2 + 0.25) * 1e-6 * ((i % FAKE_GRADIENT_PERIOD) + 1));
+    expect(grads).toEqual(want);
   });
 });

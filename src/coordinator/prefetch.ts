@@ -42,6 +42,7 @@ export class ShardPrefetcher {
     this.request(g);
     const p = this.pending.get(g)!;
     this.pending.delete(g);
+    this.taken = Math.max(this.taken, g);
     const readyBeforeAsked = p.ready;
     const started = performance.now();
     const shards = await p.shards;
@@ -59,6 +60,12 @@ export class ShardPrefetcher {
   }
 
   private cleared = false;
+  /**
+   * The last step taken: `ahead` runs a turn of the event loop after a step's requests, and with workers that
+   * answer within that turn (in-process clients) the trainer may have taken later steps by then. Those must
+   * not be built again.
+   */
+  private taken = -1;
 
   /** Lets go of requests not taken (the run stopped); their results are discarded when they arrive. */
   clear(): void {
@@ -70,7 +77,7 @@ export class ShardPrefetcher {
   private request(g: number): void {
     const steps = this.plan.steps;
     const epoch = Math.floor(g / steps);
-    if (epoch > this.lastEpoch || this.pending.has(g)) return;
+    if (epoch > this.lastEpoch || g <= this.taken || this.pending.has(g)) return;
     const step = g % steps;
     const ranks = Array.from({ length: this.plan.o.workers }, (_, r) => this.plan.shard(epoch, step, r));
     const entry: Pending = {
