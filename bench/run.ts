@@ -93,6 +93,7 @@ async function main(): Promise<void> {
         exchange: r.exchange,
         workers: r.workers,
         'overhead ms': r.overheadMs.toFixed(1),
+        'median step': r.overheadMedianMs.toFixed(1),
         'ms/step': r.msPerStep.toFixed(1),
         'steps/s': r.stepsPerSecond.toFixed(1),
         'img/s': Math.round(r.imagesPerSecond),

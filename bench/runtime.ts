@@ -103,6 +103,8 @@ export interface OverheadResult {
   msPerStep: number;
   /** Mean ms of a step beyond the slowest worker's compute. */
   overheadMs: number;
+  /** The median step's overhead: on a VM whose steps stall now and then (3–29 ms here), the mean's outliers apart. */
+  overheadMedianMs: number;
   /** Where the per-element passes ran: the WebAssembly kernels on gradients read into the arena, or JavaScript. */
   exchange: Exchange;
   shardsReadyShare: number;
@@ -167,6 +169,7 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
         exchangeShare: share,
         msPerStep: ms,
         overheadMs: steady.reduce((s, i) => s + i.wallMs - i.computeMs, 0) / steady.length,
+        overheadMedianMs: steady.map((i) => i.wallMs - i.computeMs).sort((a, b) => a - b)[steady.length >> 1],
         exchange,
         shardsReadyShare: steady.filter((i) => i.shardsReadyBeforeAsked).length / steady.length,
       });
