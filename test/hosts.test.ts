@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { HostListener, MAX_AUTHENTICATING } from '../src/coordinator/hosts/remote.js';
 import { dial } from '../src/coordinator/hosts/agent.js';
-import { hostTls } from '../src/cli/hosts.js';
+import { clientTls, serverTls } from '../src/cli/hosts.js';
 import { isTrainpoolError } from '../src/util/errors.js';
 import { Channel } from '../src/protocol/channel.js';
 import { connectPeer } from '../src/protocol/handshake.js';
@@ -156,13 +156,13 @@ describe("host 0's listener", () => {
       expect((await l.ready(2_000)).map((h) => h.nodeRank)).toEqual([1]);
       // The variables: host 0 needs both files; the others trust TRAINPOOL_TLS_CA, or the certificate itself.
       const files = { TRAINPOOL_TLS_CERT: path.join(certs, 'run.pem'), TRAINPOOL_TLS_KEY: path.join(certs, 'run.key') };
-      const host = (nodeRank: number) => ({ contract: 'trainpool' as const, nodes: 2, nodeRank, master: { host: '127.0.0.1', port: 1 }, read: [], restarts: null });
-      expect(hostTls(host(0), files)).toEqual({ cert: run.cert, key: run.key });
-      expect(hostTls(host(1), files)).toEqual({ ca: run.cert });
-      expect(hostTls(host(1), { ...files, TRAINPOOL_TLS_CA: path.join(certs, 'other.pem') })).toEqual({ ca: other.cert });
-      expect(hostTls(host(0), {})).toBeNull();
-      expect(() => hostTls(host(0), { TRAINPOOL_TLS_CERT: files.TRAINPOOL_TLS_CERT })).toThrow('TRAINPOOL_TLS_KEY must be set with TRAINPOOL_TLS_CERT on host 0 (its certificate and its key). Received: nothing');
-      expect(() => hostTls(host(1), { TRAINPOOL_TLS_CA: path.join(certs, 'absent.pem') })).toThrow(`TRAINPOOL_TLS_CA must name a readable file. Received: ${path.join(certs, 'absent.pem')} (ENOENT)`);
+      expect(serverTls(files)).toEqual({ cert: run.cert, key: run.key });
+      expect(clientTls(files)).toEqual({ ca: run.cert });
+      expect(clientTls({ ...files, TRAINPOOL_TLS_CA: path.join(certs, 'other.pem') })).toEqual({ ca: other.cert });
+      expect(serverTls({})).toBeNull();
+      expect(clientTls({})).toBeNull();
+      expect(() => serverTls({ TRAINPOOL_TLS_CERT: files.TRAINPOOL_TLS_CERT })).toThrow('TRAINPOOL_TLS_KEY must be set with TRAINPOOL_TLS_CERT on host 0 (its certificate and its key). Received: nothing');
+      expect(() => clientTls({ TRAINPOOL_TLS_CA: path.join(certs, 'absent.pem') })).toThrow(`TRAINPOOL_TLS_CA must name a readable file. Received: ${path.join(certs, 'absent.pem')} (ENOENT)`);
     } finally {
       rmSync(certs, { recursive: true, force: true });
     }
@@ -360,7 +360,7 @@ describe('two hosts on loopback', () => {
     expect(loss('reduce')).toBeCloseTo(loss('four'), 5);
   }, 180_000);
 
-  it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 ends host 1 cleanly', async () => {
+  it('losing host 1 ends host 0 with one line naming it and its checkpoint; losing host 0 fails host 1 with one line, its workers gone', async () => {
     const port = await freePort();
     // This run's hosts also speak TLS (one self-signed certificate, the same variables on both): the
     // variables reach the listener and the agent.
@@ -398,8 +398,12 @@ describe('two hosts on loopback', () => {
     const workers = children(a1.child.pid!);
     a0.child.kill('SIGKILL');
     for (const w of children(a0.child.pid!)) process.kill(w, 'SIGKILL');
-    expect(await a1.exit).toBe(0);
-    expect(a1.stdout()).toMatch(/done: host 0 closed the connection/);
+    // Lost, not ended: a failure (a launcher that restarts failed hosts lets a new one rejoin), in one line.
+    expect(await a1.exit).toBe(1);
+    expect(a1.stdout()).not.toMatch(/done:/);
+    expect(a1.stderr().split('\n').filter((l) => l.startsWith('train: error:'))).toEqual([
+      expect.stringMatching(/^train: error: host 0 at 127\.0\.0\.1:\d+ closed the connection( \(.*\))? without ending the run: this host's ranks stopped$/),
+    ]);
     await until(() => workers.every((w) => !alive(w)), 10_000);
   }, 180_000);
 });

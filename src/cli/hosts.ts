@@ -33,33 +33,36 @@ export function hostSecret(cluster: Cluster, env: NodeJS.ProcessEnv): Buffer {
 
 /**
  * TLS between hosts, optional (the handshake authenticates either way; TLS also hides the weights on the
- * wire): host 0 serves TRAINPOOL_TLS_CERT with TRAINPOOL_TLS_KEY; the others check it against TRAINPOOL_TLS_CA,
- * or against TRAINPOOL_TLS_CERT itself where no CA is given (one self-signed certificate for the run, the same
- * variables on every host). Null where none is set.
+ * wire): host 0 serves TRAINPOOL_TLS_CERT with TRAINPOOL_TLS_KEY (serverTls); the others check it against
+ * TRAINPOOL_TLS_CA, or against TRAINPOOL_TLS_CERT itself where no CA is given (clientTls: one self-signed
+ * certificate for the run, the same variables on every host). Each is null where none is set.
  */
-export function hostTls(cluster: Cluster, env: NodeJS.ProcessEnv): { cert: Buffer; key: Buffer } | { ca: Buffer } | null {
-  const read = (name: string) => {
-    const file = env[name]!;
-    try {
-      return readFileSync(file);
-    } catch (e) {
-      throw new LaunchError(`${name} must name a readable file. Received: ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
-  };
-  if (cluster.nodeRank === 0) {
-    if (!env.TRAINPOOL_TLS_CERT && !env.TRAINPOOL_TLS_KEY) return null;
-    const missing = ['TRAINPOOL_TLS_CERT', 'TRAINPOOL_TLS_KEY'].find((n) => !env[n]);
-    if (missing) throw new LaunchError(`${missing} must be set with ${missing === 'TRAINPOOL_TLS_KEY' ? 'TRAINPOOL_TLS_CERT' : 'TRAINPOOL_TLS_KEY'} on host 0 (its certificate and its key). Received: nothing`);
-    return { cert: read('TRAINPOOL_TLS_CERT'), key: read('TRAINPOOL_TLS_KEY') };
+export function serverTls(env: NodeJS.ProcessEnv): { cert: Buffer; key: Buffer } | null {
+  if (!env.TRAINPOOL_TLS_CERT && !env.TRAINPOOL_TLS_KEY) return null;
+  const missing = ['TRAINPOOL_TLS_CERT', 'TRAINPOOL_TLS_KEY'].find((n) => !env[n]);
+  if (missing) throw new LaunchError(`${missing} must be set with ${missing === 'TRAINPOOL_TLS_KEY' ? 'TRAINPOOL_TLS_CERT' : 'TRAINPOOL_TLS_KEY'} on host 0 (its certificate and its key). Received: nothing`);
+  return { cert: readTlsFile(env, 'TRAINPOOL_TLS_CERT'), key: readTlsFile(env, 'TRAINPOOL_TLS_KEY') };
+}
+
+/** What a host other than host 0 trusts host 0's certificate by (serverTls above). */
+export function clientTls(env: NodeJS.ProcessEnv): { ca: Buffer } | null {
+  if (env.TRAINPOOL_TLS_CA) return { ca: readTlsFile(env, 'TRAINPOOL_TLS_CA') };
+  return env.TRAINPOOL_TLS_CERT ? { ca: readTlsFile(env, 'TRAINPOOL_TLS_CERT') } : null;
+}
+
+function readTlsFile(env: NodeJS.ProcessEnv, name: string): Buffer {
+  const file = env[name]!;
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new LaunchError(`${name} must name a readable file. Received: ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  if (env.TRAINPOOL_TLS_CA) return { ca: read('TRAINPOOL_TLS_CA') };
-  return env.TRAINPOOL_TLS_CERT ? { ca: read('TRAINPOOL_TLS_CERT') } : null;
 }
 
 /** What bin/train does on host k > 0: serve its ranks until host 0 ends the run. Returns the exit code. */
 export async function runHost(config: ResolvedConfig, cluster: Cluster, out: (line: string) => void): Promise<number> {
   const secret = hostSecret(cluster, process.env);
-  const tls = hostTls(cluster, process.env) as { ca: Buffer } | null;
+  const tls = clientTls(process.env);
   // The layout its workers must build, from the coordinator's own recipe (cpu backend, no data needed).
   const [{ setupBackend }, { Replica }, { runAgent }, { loadDataset }, { datasetOptions }] = await Promise.all([
     import('../engine/backend.js'),

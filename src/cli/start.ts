@@ -8,7 +8,7 @@ import pino from 'pino';
 import { fsCause, writeFailed } from '../util/files.js';
 import { flagOf, type OptionKey, type ResolvedConfig } from '../config/config.js';
 import { clusterFromEnv, describeCluster, LaunchError, type Cluster } from '../config/cluster.js';
-import { hostSecret, hostTls } from './hosts.js';
+import { hostSecret, serverTls } from './hosts.js';
 import type { NewestCheckpoint } from '../coordinator/checkpoint.js';
 import { runTraining, type RunResult } from '../coordinator/run.js';
 import type { OutputLock } from '../coordinator/output-lock.js';
@@ -43,7 +43,7 @@ export async function prepareRun(config: ResolvedConfig, label: (key: OptionKey)
   if (hosts.nodeRank > 0) throw new Error(`host ${hosts.nodeRank} prepares no run of its own (cli/hosts.ts runHost): this is a bug`);
   // Before the output is claimed: a missing secret is a refusal, not a run that cannot take its hosts.
   const secret = hosts.nodes > 1 ? hostSecret(hosts, process.env) : null;
-  const tls = hosts.nodes > 1 ? (hostTls(hosts, process.env) as { cert: Buffer; key: Buffer } | null) : null;
+  const tls = hosts.nodes > 1 ? serverTls(process.env) : null;
   // The output first: nothing is read from it, let alone removed, while another run may be writing there.
   const claim = claimOutput(config);
   try {

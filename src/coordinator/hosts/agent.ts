@@ -54,10 +54,15 @@ export interface AgentOptions {
   reduce?: boolean;
 }
 
-/** Serves this host's ranks until the run ends; resolves with the reason host 0 gave (or that it was lost). */
+/**
+ * Serves this host's ranks until host 0 ends the run; resolves with the reason it gave. Rejects when host 0 is
+ * lost without ending it (its connection closed or silent): a failure, so that a launcher that restarts failed
+ * hosts starts this one again, and the new one rejoins while host 0 waits for it (--rejoin-timeout).
+ */
 export async function runAgent(o: AgentOptions): Promise<string> {
   const { config, cluster } = o;
   const master = cluster.master!;
+  const lost = (what: string) => new TrainpoolError('WORKER_FAILED', `host 0 at ${master.host}:${master.port} ${what} without ending the run: this host's ranks stopped`);
   const G = config.workers;
   const first = cluster.nodeRank * G;
   const socket = await dial(master.host, master.port, o.connectTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000, o.tls);
@@ -170,7 +175,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
             }
           }
         },
-        close: (e) => resolve(`host 0 closed the connection${e ? ` (${e.message})` : ''}`),
+        close: (e) => reject(lost(`closed the connection${e ? ` (${e.message})` : ''}`)),
       });
       socket.resume();
       heartbeat(
@@ -178,7 +183,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         () => void channel.send({ type: 'heartbeat' }).catch(() => {}),
         (ms) => {
           socket.destroy();
-          resolve(`host 0 went silent for ${(ms / 1000).toFixed(1)} s`);
+          reject(lost(`went silent for ${(ms / 1000).toFixed(1)} s`));
         },
       );
       void channel.send({
