@@ -67,6 +67,27 @@ describe.each([1, 2])('AugmentPool with %i thread(s)', (threads) => {
     expect(y.buffer.byteLength).toBe(64);
   });
 
+  test('a recycled shard\u2019s buffer goes to the next shard of its size, which still has exactly the in-process bytes', async () => {
+    const old = await pool.makeShard(request(5, 32));
+    pool.recycle([old]);
+    const other = await pool.makeShard(request(6, 16)); // another size: a buffer of its own
+    expect(old.x.byteLength).toBe(32 * size * 4);
+    const reused = await pool.makeShard(request(7, 32));
+    // Transferred to the thread that wrote the new shard into it: the old view is detached.
+    expect(old.x.byteLength).toBe(0);
+    expect(sameBytes(reused, makeShard({ ...source, ...request(7, 32) }))).toBe(true);
+    expect(sameBytes(other, makeShard({ ...source, ...request(6, 16) }))).toBe(true);
+    // Only one spare: the next shard of that size is made in a new buffer, and the one in use is untouched.
+    const fresh = await pool.makeShard(request(8, 32));
+    expect(reused.x.byteLength).toBe(32 * size * 4);
+    expect(sameBytes(fresh, makeShard({ ...source, ...request(8, 32) }))).toBe(true);
+    // A view into a larger buffer is not taken back (the thread could not tell its bounds).
+    const part = { x: new Float32Array(new ArrayBuffer(33 * size * 4), 0, 32 * size), labels: new Uint8Array(32) };
+    pool.recycle([part]);
+    await pool.makeShard(request(9, 32));
+    expect(part.x.byteLength).toBe(32 * size * 4);
+  });
+
   test('an index past the last image rejects with the rule and the index', async () => {
     await expect(pool.makeShard({ indices: Uint32Array.of(0, count), seed: 1, augment: true })).rejects.toThrow(
       `Shard index must be below the image count ${count}. Received: indices[1]=${count}`,

@@ -293,6 +293,40 @@ describe('trainer with fake workers', () => {
     expect([e2?.code, e2?.message.split(' at ')[0]]).toEqual(['NON_FINITE_LOSS', 'loss became Infinity']);
   });
 
+  it('hands each training shard back to its maker once, after every worker answered its step', async () => {
+    const G = 2;
+    const events: string[] = [];
+    const clients = fakes(G);
+    for (const c of clients) {
+      const compute = c.computeGradients.bind(c);
+      c.computeGradients = async (r, state) => {
+        const out = await compute(r, state);
+        events.push('answered');
+        return out;
+      };
+    }
+    const direct = new DirectShardMaker(source());
+    const made = new Set<Float32Array>();
+    const recycled: Float32Array[] = [];
+    const shards = {
+      makeShard: async (r: Parameters<DirectShardMaker['makeShard']>[0]) => {
+        const shard = await direct.makeShard(r);
+        made.add(shard.x);
+        return shard;
+      },
+      recycle: (done: { x: Float32Array }[]) => {
+        for (const { x } of done) recycled.push(x), events.push('recycled');
+      },
+    };
+    await train({ clients, shards, trainableSize: TRAINABLE }, options({ testCount: 0 }), initial());
+    const steps = 2 * stepsPerEpoch({ trainCount: 40, batchSize: 4, workers: G });
+    expect(recycled).toHaveLength(steps * G);
+    expect(new Set(recycled).size).toBe(recycled.length);
+    expect(recycled.every((x) => made.has(x))).toBe(true);
+    // Per step: both answers, then both shards back.
+    expect(events).toEqual(Array.from({ length: steps }, () => ['answered', 'answered', 'recycled', 'recycled']).flat());
+  });
+
   it('builds every training shard once, and none for an epoch after the last', async () => {
     // fakes(2) answer at once, before the trainer's turn that asks for the next steps' shards: by then it has
     // taken later steps, which must not be built again.

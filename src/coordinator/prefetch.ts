@@ -9,6 +9,8 @@ import type { TrainingPlan } from './plan.js';
 /** Anything that builds shards: the piscina AugmentPool, or makeShard in-process. */
 export interface ShardMaker {
   makeShard(request: ShardRequest): Promise<Shard>;
+  /** Shards it made that nobody reads any more: their memory may be written again (AugmentPool.recycle). */
+  recycle?(shards: Shard[]): void;
 }
 
 interface Pending {

@@ -177,6 +177,8 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
         if (!updated) throw diverged('the weight update became NaN or infinite');
         if (stats.length) arena.mean(stats, results.map((r) => r.stats));
         current.version++;
+        // Every worker answered: nobody reads this step's shards again, and later ones may use their memory.
+        taken.shards.forEach((shard, r) => makers[r].recycle?.([shard]));
         // 7. Metrics: Keras reports the mean over the epoch's batches.
         state.partial.lossSum += loss;
         state.partial.accSum += acc;

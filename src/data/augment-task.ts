@@ -13,8 +13,11 @@ import { checkSource, makeShard, type Shard, type ShardRequest, type ShardSource
 const source = workerData as ShardSource;
 checkSource(source);
 
-export default function makeShardTask(request: ShardRequest): Shard {
-  const shard = makeShard({ ...source, ...request });
+/** A request, and (transferred with it) a buffer of an earlier shard of the same size to write into. */
+export type ShardTask = ShardRequest & { into?: ArrayBuffer };
+
+export default function makeShardTask({ into, ...request }: ShardTask): Shard {
+  const shard = makeShard({ ...source, ...request, into: into && new Float32Array(into) });
   // Piscina.move of a { transferable, value } pair: the value is posted with its buffers in the
   // transfer list, so the coordinator receives the very ArrayBuffers allocated above.
   return move({ [transferableSymbol]: [shard.x.buffer, shard.labels.buffer], [valueSymbol]: shard }) as unknown as Shard;

@@ -42,15 +42,20 @@ export interface Shard {
   labels: Uint8Array;
 }
 
-export type MakeShardOptions = ShardSource & ShardRequest;
+export type MakeShardOptions = ShardSource &
+  ShardRequest & {
+    /** Where to write the images (every value is written): a shard's buffer used again, instead of a new one. */
+    into?: Float32Array;
+  };
 
 export function makeShard(opts: MakeShardOptions): Shard {
   checkSource(opts);
-  const { images, labels, mean, height, width, depth, indices, seed, augment } = opts;
+  const { images, labels, mean, height, width, depth, indices, seed, augment, into } = opts;
   const size = height * width * depth;
   const count = labels.length;
   const n = indices.length;
-  const x = new Float32Array(n * size);
+  if (into && into.length !== n * size) throw new Error(`a shard of ${n} images is written into ${n * size} values. Received: ${into.length}: this is a bug`);
+  const x = into ?? new Float32Array(n * size);
   const shardLabels = new Uint8Array(n);
   // Mean-subtracted image before the shift; applyTransform cannot work in place.
   const centred = augment ? new Float32Array(size) : x;
