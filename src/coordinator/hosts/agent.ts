@@ -126,17 +126,19 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           if (!w) throw new Error(`rank ${m.rank} is not on this host (${first}–${first + G - 1}): this is a bug`);
           if (!state || state.version !== m.version) throw new Error(`state ${m.version} was not sent before its request (have ${state?.version ?? 'none'}): this is a bug`);
           let shard: Shard;
+          const pool = m.indices ? own.pool : null;
           if (m.indices) {
-            const pool = own.pool;
             if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
             shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
           } else shard = { x: m.x!, labels: m.labels! };
           if (m.kind === 'computeGradients') {
             const reply = await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state);
+            pool?.recycle([shard]); // answered: the worker read it (AugmentPool.recycle)
             if (o.reduce) return await reduced(m, reply);
             return await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
           }
           const reply = m.kind === 'evaluate' ? await w.evaluate(shard, state) : { stats: await w.batchStatistics(shard, state) };
+          pool?.recycle([shard]);
           await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
         } catch (e) {
           await channel.send({ type: 'rankFailed', id: m.id, rank: m.rank, message: (e as Error).message }).catch(() => {});
