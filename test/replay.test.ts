@@ -4,11 +4,16 @@
  * dropout seeds, no tfjs kernel and no tensor in a replayed step, and evaluation afterwards on the right
  * weights. Runs on the software adapter (tools/soft-gpu.sh).
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend } from '../src/engine/backend.js';
 import { RecordingError, ReplayedStep, WeightStage, webgpuDevice } from '../src/engine/replay/replay.js';
-import { Replica } from '../src/model/replica.js';
+import { Replica, type ReplicaOptions } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
 import { webgpuAvailability } from './helpers/webgpu.js';
 
@@ -23,10 +28,10 @@ describe.runIf(!webgpu.available && webgpu.required)('webgpu replay, required by
 const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
 /** Runs `body` with a replica that replays and one that stays eager (the tiny model, `seed`) on a webgpu backend; closes all three. */
-async function withPair(seed: number, body: (replayed: Replica, eager: Replica) => Promise<void>): Promise<void> {
+async function withPair(seed: number, body: (replayed: Replica, eager: Replica) => Promise<void>, options: ReplicaOptions = {}): Promise<void> {
   const handle = await setupBackend('webgpu');
   const spec = { name: 'tiny' as const, width: 32, height: 32, depth: 3, classes: 10, seed };
-  const replayed = new Replica(spec, { replay: true });
+  const replayed = new Replica(spec, { ...options, replay: true });
   const eager = new Replica(spec, { replay: false });
   try {
     await body(replayed, eager);
@@ -184,6 +189,54 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
       }
     });
   }, 120_000);
+
+  it('read their gradients back straight into the view a worker gives them (its reply region), bit for bit', async () => {
+    let view: Float32Array | undefined;
+    const gradientsInto = (values: number) => (view = new Float32Array(values));
+    await withPair(
+      4,
+      async (replayed, eager) => {
+        const state = await eager.getState();
+        for (let step = 0; step < 3; step++) {
+          const shard = { x: Float32Array.from({ length: 4 * 32 * 32 * 3 }, (_, i) => (((i + step) % 13) - 6) / 6), labels: new Uint8Array([step, 1, 4, 9]) };
+          for (let i = 0; i < state.length; i++) state[i] *= 0.999;
+          replayed.setState(state);
+          eager.setState(state);
+          const got = await replayed.computeGradients(shard, 70 + step);
+          const want = await eager.computeGradients(shard, 70 + step);
+          expect(bits(got.grads)).toEqual(bits(want.grads));
+          expect(bits(got.stats)).toEqual(bits(want.stats));
+          expect(Object.is(got.loss, want.loss)).toBe(true);
+          // The first step is eager (tfjs' own array); the replayed ones are read into the view itself.
+          expect(got.grads === view).toBe(step > 0);
+        }
+        expect(replayed.replaying(4)).toBe(true);
+      },
+      { gradientsInto },
+    );
+  }, 120_000);
+
+  it('train to the same weights, byte for byte, as eager steps through a worker process (read back into its reply region)', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'trainpool-replay-'));
+    const bin = fileURLToPath(new URL('../bin/train', import.meta.url));
+    try {
+      const run = (replay: '0' | '1') => {
+        const output = path.join(dir, replay, 'plot.png');
+        const args = ['--seed', '1', '--dataset', 'synthetic', '--model', 'tiny', '--backend', 'webgpu', '--gpus', '1', '--epochs', '1', '--batch-size', '8', '--limit-train', '64', '--limit-test', '16', '--output', output];
+        // The software adapter is this machine's one GPU (its adapter's name); replay on (the default) or off.
+        const r = spawnSync(bin, args, { encoding: 'utf8', env: { ...process.env, TRAINPOOL_GPUS: 'llvmpipe', TRAINPOOL_REPLAY: replay }, timeout: 120_000 });
+        expect(r.status, r.stderr).toBe(0);
+        expect(r.stderr).not.toMatch(/stay eager/);
+        return { weights: readFileSync(path.join(dir, replay, 'plot.model', 'weights.bin')), history: readFileSync(path.join(dir, replay, 'plot.history.json'), 'utf8') };
+      };
+      const [replayed, eager] = [run('1'), run('0')];
+      expect(replayed.weights.equals(eager.weights)).toBe(true);
+      const metrics = (h: string) => (JSON.parse(h) as { epochs: Record<string, unknown>[] }).epochs.map(({ seconds: _, ...m }) => m);
+      expect(metrics(replayed.history)).toEqual(metrics(eager.history));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 240_000);
 
   it('stays eager when turned off', async () => {
     const handle = await setupBackend('webgpu');

@@ -30,6 +30,12 @@ export interface Compute {
 export interface ReplicaOptions {
   /** Replay webgpu training steps (default: unless TRAINPOOL_REPLAY=0). */
   replay?: boolean;
+  /**
+   * Where replayed steps put their gradients, given their count (a worker's reply region: the read-back goes
+   * there in one copy, and the reply carries them where they lie); undefined, or a view of another length,
+   * for arrays of their own.
+   */
+  gradientsInto?: (values: number) => Float32Array | undefined;
 }
 
 export class Replica implements Compute {
@@ -37,6 +43,7 @@ export class Replica implements Compute {
   readonly layout: WeightLayout;
   readonly layoutHash: string;
   private readonly replayWanted: boolean;
+  private readonly gradientsInto: Float32Array | undefined;
   /** Recordings by batch size; null where recording failed (those sizes stay eager). */
   private readonly replays = new Map<number, ReplayedStep | null>();
   /**
@@ -57,6 +64,8 @@ export class Replica implements Compute {
     this.layout = layoutOf(this.model);
     this.layoutHash = layoutHash(this.layout);
     this.replayWanted = o.replay ?? process.env.TRAINPOOL_REPLAY !== '0';
+    const into = o.gradientsInto?.(this.layout.trainableSize);
+    this.gradientsInto = into?.length === this.layout.trainableSize ? into : undefined;
   }
 
   /** Trainable weights followed by BN statistics, as laid out by `layout`. */
@@ -98,11 +107,13 @@ export class Replica implements Compute {
   async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
     const replay = this.replays.get(shard.labels.length);
     if (replay && this.stage) {
-      const { flat, loss, acc } = await replay.run({ x: shard.x, labels: shard.labels, dropoutSeed });
-      const stats = statsPart(this.layout, flat);
+      const into = this.gradientsInto;
+      const { flat, loss, acc } = await replay.run({ x: shard.x, labels: shard.labels, dropoutSeed }, into);
+      // With `into`, the read-back brought the gradients there and `flat` holds the statistics alone.
+      const stats = into ? flat : statsPart(this.layout, flat);
       // An eager step moves the variables' BN statistics; so does this one, for what comes next.
       this.stage.write(this.layout.trainableSize, stats);
-      return { grads: trainablePart(this.layout, flat), stats, loss, acc };
+      return { grads: into ?? trainablePart(this.layout, flat), stats, loss, acc };
     }
     this.refresh();
     const eager = await computeGradients(this.model, this.layout, shard, dropoutSeed);

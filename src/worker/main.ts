@@ -107,6 +107,15 @@ async function dispatch(m: ToWorker): Promise<void> {
   }
 }
 
+/**
+ * Where a reply's gradients lie in the mapped reply region (a reply's first large attachment is at its start:
+ * the gradients of gradientsComputed), for a compute to write them in place; undefined where it is not mapped.
+ */
+function replyView(values: number): Float32Array | undefined {
+  const bytes = replyRegion?.view(0, 4 * values);
+  return bytes && new Float32Array(bytes.buffer, bytes.byteOffset, values);
+}
+
 function ready(): Compute {
   if (!compute) throw new Error(`worker ${rank} received a request before init: this is a bug`);
   return compute;
@@ -124,9 +133,7 @@ async function init(m: InitMessage): Promise<void> {
   if (config.compute.kind === 'fake') {
     const { startDelayMs, failInitCode } = config.compute;
     if (failInitCode) throw Object.assign(new Error(`fake init failure (${failInitCode})`), { code: failInitCode });
-    // A reply's first large attachment lies at the start of the region: the gradients of gradientsComputed.
-    const into = replyRegion?.view(0, 4 * config.compute.trainableSize);
-    compute = new FakeCompute(config.compute, into && new Float32Array(into.buffer, into.byteOffset, config.compute.trainableSize));
+    compute = new FakeCompute(config.compute, replyView(config.compute.trainableSize));
     if (startDelayMs) await new Promise((r) => setTimeout(r, startDelayMs));
     return reply({
       type: 'ready',
@@ -140,7 +147,8 @@ async function init(m: InitMessage): Promise<void> {
     });
   }
   backend = await setupBackend(config.backend, backendOptions(config));
-  const replica = new Replica(config.model);
+  // As the fake's: replayed steps read their gradients back straight into the reply region.
+  const replica = new Replica(config.model, { gradientsInto: (values) => replyView(values) });
   compute = replica;
   return reply({
     type: 'ready',

@@ -154,8 +154,11 @@ export class ReplayedStep {
   /**
    * Runs the recorded step on `inputs` (of the recorded shapes) and the weights in the WeightStage. When it
    * resolves, the stage is mapped again (the replica may write its next state).
+   *
+   * `into`: where the results' first `into.length` values go, straight from the read-back (a worker's reply
+   * region, for the gradients); `flat` then holds only the values after them. Without it, `flat` is all of them.
    */
-  async run(inputs: ShardInputs): Promise<StepOutputs> {
+  async run(inputs: ShardInputs, into?: Float32Array): Promise<StepOutputs> {
     if (inputs.labels.length !== this.batch || inputs.x.length !== this.imageValues) {
       throw new Error(`a replayed step takes ${this.batch} images of ${this.imageValues / this.batch} values. Received: ${inputs.labels.length} labels, ${inputs.x.length} values: this is a bug`);
     }
@@ -206,7 +209,11 @@ export class ReplayedStep {
     this.gpuMs = performance.now() - submitted;
     const range = this.readBack.getMappedRange();
     const { flatBytes, loss, acc } = this.results;
-    const out = { flat: new Float32Array(range.slice(0, flatBytes)), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
+    const values = new Float32Array(range, 0, flatBytes / 4);
+    const head = into ? Math.min(into.length, values.length) : 0;
+    // One copy out of the mapped range, which unmap takes away: where `into` says, the rest into an array.
+    if (into) into.set(values.subarray(0, head));
+    const out = { flat: values.slice(head), loss: new Float32Array(range, loss, 1)[0], acc: new Float32Array(range, acc, 1)[0] };
     this.readBack.unmap();
     await this.weights.ready();
     return out;
