@@ -15,7 +15,6 @@
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import type { ShardTask } from './augment-task.js';
 import { checkSource, type Shard, type ShardRequest, type ShardSource } from './shard.js';
 import { TrainpoolError } from '../util/errors.js';
 
@@ -34,6 +33,9 @@ export interface AugmentPoolStats {
 }
 
 type PoolState = 'open' | 'closing' | 'closed';
+
+/** What a thread gets (augment-task.ts): a request, and (transferred with it) a spare buffer of its shard's size. */
+export type ShardTask = ShardRequest & { into?: ArrayBuffer };
 
 /** Spare buffers kept per shard size (recycle). */
 const MAX_SPARE = 64;

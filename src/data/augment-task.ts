@@ -7,14 +7,12 @@
  */
 import { workerData } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { checkSource, makeShard, type Shard, type ShardRequest, type ShardSource } from './shard.js';
+import type { ShardTask } from './augment-pool.js';
+import { checkSource, makeShard, type Shard, type ShardSource } from './shard.js';
 
 // Piscina hands the pool's workerData option to the Worker unchanged.
 const source = workerData as ShardSource;
 checkSource(source);
-
-/** A request, and (transferred with it) a buffer of an earlier shard of the same size to write into. */
-export type ShardTask = ShardRequest & { into?: ArrayBuffer };
 
 export default function makeShardTask({ into, ...request }: ShardTask): Shard {
   const shard = makeShard({ ...source, ...request, into: into && new Float32Array(into) });
