@@ -13,6 +13,7 @@ import { describe, expect, it, vi } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { setupBackend } from '../src/engine/backend.js';
 import { RecordingError, ReplayedStep, WeightStage, webgpuDevice } from '../src/engine/replay/replay.js';
+import type { ShardGradients } from '../src/model/gradients.js';
 import { Replica, type ReplicaOptions } from '../src/model/replica.js';
 import { Rng } from '../src/util/random.js';
 import { webgpuAvailability } from './helpers/webgpu.js';
@@ -26,6 +27,13 @@ describe.runIf(!webgpu.available && webgpu.required)('webgpu replay, required by
 });
 
 const bits = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+
+/** A replayed step's gradients, BN statistics and loss against the eager step's, bit for bit. */
+function expectSameStep(got: ShardGradients, want: ShardGradients): void {
+  expect(bits(got.grads)).toEqual(bits(want.grads));
+  expect(bits(got.stats)).toEqual(bits(want.stats));
+  expect(Object.is(got.loss, want.loss)).toBe(true);
+}
 
 /** Runs `body` with a replica that replays and one that stays eager (the tiny model, `seed`) on a webgpu backend; closes all three. */
 async function withPair(seed: number, body: (replayed: Replica, eager: Replica) => Promise<void>, options: ReplicaOptions = {}): Promise<void> {
@@ -59,9 +67,7 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
         const tensors = tf.memory().numTensors;
         const check = async () => {
           const got = await replayed.computeGradients(shard, seed);
-          expect(bits(got.grads)).toEqual(bits(want.grads));
-          expect(bits(got.stats)).toEqual(bits(want.stats));
-          expect(Object.is(got.loss, want.loss)).toBe(true);
+          expectSameStep(got, want);
           expect(Object.is(got.acc, want.acc)).toBe(true);
         };
         // The first step of a batch size is eager, and records (outside tf.profile, which times every
@@ -110,9 +116,7 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
         }
         const want = await eager.computeGradients(shard, 70 + step);
         const got = await replayed.computeGradients(shard, 70 + step);
-        expect(bits(got.grads)).toEqual(bits(want.grads));
-        expect(bits(got.stats)).toEqual(bits(want.stats));
-        expect(Object.is(got.loss, want.loss)).toBe(true);
+        expectSameStep(got, want);
       }
       expect(replayed.replaying(8) && replayed.replaying(3)).toBe(true);
       // Without setState the next steps start from the BN statistics the last step moved, as eager ones do.
@@ -204,9 +208,7 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
           eager.setState(state);
           const got = await replayed.computeGradients(shard, 70 + step);
           const want = await eager.computeGradients(shard, 70 + step);
-          expect(bits(got.grads)).toEqual(bits(want.grads));
-          expect(bits(got.stats)).toEqual(bits(want.stats));
-          expect(Object.is(got.loss, want.loss)).toBe(true);
+          expectSameStep(got, want);
           // The first step is eager (tfjs' own array); the replayed ones are read into the view itself.
           expect(got.grads === view).toBe(step > 0);
         }

@@ -125,20 +125,13 @@ export async function runAgent(o: AgentOptions): Promise<string> {
         try {
           if (!w) throw new Error(`rank ${m.rank} is not on this host (${first}–${first + G - 1}): this is a bug`);
           if (!state || state.version !== m.version) throw new Error(`state ${m.version} was not sent before its request (have ${state?.version ?? 'none'}): this is a bug`);
-          let shard: Shard;
-          const pool = m.indices ? own.pool : null;
-          if (m.indices) {
-            if (!pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
-            shard = await pool.makeShard({ indices: m.indices, seed: m.augmentSeed!, augment: m.augment! });
-          } else shard = { x: m.x!, labels: m.labels! };
-          if (m.kind === 'computeGradients') {
-            const reply = await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state);
-            pool?.recycle([shard]); // answered: the worker read it (AugmentPool.recycle)
-            if (o.reduce) return await reduced(m, reply);
-            return await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
-          }
-          const reply = m.kind === 'evaluate' ? await w.evaluate(shard, state) : { stats: await w.batchStatistics(shard, state) };
-          pool?.recycle([shard]);
+          if (m.indices && !own.pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
+          const pool = m.indices ? own.pool! : null;
+          const shard: Shard = pool ? await pool.makeShard({ indices: m.indices!, seed: m.augmentSeed!, augment: m.augment! }) : { x: m.x!, labels: m.labels! };
+          const step = m.kind === 'computeGradients' ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state) : null;
+          const reply = step ?? (m.kind === 'evaluate' ? await w.evaluate(shard, state) : { stats: await w.batchStatistics(shard, state) });
+          pool?.recycle([shard]); // answered: the worker read it (AugmentPool.recycle)
+          if (step && o.reduce) return await reduced(m, step);
           await channel.send({ type: 'rankReplied', id: m.id, rank: m.rank, ...reply });
         } catch (e) {
           await channel.send({ type: 'rankFailed', id: m.id, rank: m.rank, message: (e as Error).message }).catch(() => {});

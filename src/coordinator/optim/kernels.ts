@@ -43,9 +43,9 @@ const HELPER_TIMEOUT_MS = 60_000;
  * Threads for a run's update: this one and a helper per core, up to four in all (memory bandwidth saturates
  * before more). Every worker waits for the update (synchronous data parallelism: they have replied and want
  * the new weights), and the augmentation pool builds the next shards beside the workers' compute
- * (prefetch.ts `ahead`), so the update has the cores to itself. When the pool's prefetch still started with each step, a helper waited for cores the pool held: one
- * worker's step was 0.3–0.6 ms slower with two threads; now two threads are 1–4 ms faster for 1–4 workers on
- * the 2-core VM (bench/RUNTIME.md).
+ * (prefetch.ts `ahead`), so the update has the cores to itself. When the pool's prefetch still started with
+ * each step, a helper waited for cores the pool held: one worker's step was 0.3–0.6 ms slower with two
+ * threads; now two threads are 1–4 ms faster for 1–4 workers on the 2-core VM (bench/RUNTIME.md).
  */
 export function exchangeThreads(cores = os.availableParallelism()): number {
   return Math.max(1, Math.min(4, cores));
