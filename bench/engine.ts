@@ -39,8 +39,9 @@
  *
  * Then on webgpu the same step replayed (a second replica, replay on: its first step records; every step gets
  * its weights by setState, as a worker's does): replayedMsPerStep and replayedImgPerSec, encodeMsPerStep (host
- * time of a replayed step from its start up to its submit, the median over the steps: writing the shard,
- * encoding the commands where they were not encoded ahead, submitting; the GPU's work is not in it) and
+ * time of a replayed step from its start up to its submit, the median over the steps, and encodeMsEachStep
+ * every step's: writing the shard, encoding the commands where they were not encoded ahead, submitting; the
+ * GPU's work is not in it) and
  * encodePhases: those three parts, aheadMs (encoding the next step's commands right after the submit, while
  * the GPU runs this one) and weightsMs (setState copying the weights where the step reads them, when they
  * arrive); replayedApiCallsPerStep, replayedBufferBytes (the buffers the replayed steps own) and
@@ -81,8 +82,10 @@ export interface EngineResult {
   /** webgpu: the same steps replayed (src/engine/replay/replay.ts), measured after the eager ones. */
   replayedMsPerStep: number | null;
   replayedImgPerSec: number | null;
-  /** Host time of a replayed step before the GPU starts it: writing the shard, encoding unless done ahead, submitting. */
+  /** Host time of a replayed step before the GPU starts it: writing the shard, encoding unless done ahead, submitting (the median). */
   encodeMsPerStep: number | null;
+  /** The same for every replayed step, in order: the median alone hides this VM's spread between steps. */
+  encodeMsEachStep: number[] | null;
   /** encodeMsPerStep in parts (medians), and the host's other work for a step: encoding ahead, copying the weights in. */
   encodePhases: { writeMs: number; commandsMs: number; submitMs: number; aheadMs: number; weightsMs: number } | null;
   /** Bytes of the buffers a replayed step owns, beside tfjs' pool. */
@@ -162,6 +165,7 @@ export async function benchEngine(o: EngineOptions): Promise<EngineResult> {
       replayedMsPerStep: replayed?.msPerStep ?? null,
       replayedImgPerSec: replayed ? (o.batch * 1000) / replayed.msPerStep : null,
       encodeMsPerStep: replayed?.encodeMs ?? null,
+      encodeMsEachStep: replayed?.encodeEach ?? null,
       encodePhases: replayed?.phases ?? null,
       replayedBufferBytes: replayed?.bytes ?? null,
       replayedApiCallsPerStep: replayed?.calls ?? null,
@@ -198,7 +202,8 @@ async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Fl
       aheadMs: median(each.map((e) => e.phases.aheadMs)),
       weightsMs: median(each.map((e) => e.stateMs)),
     };
-    return { msPerStep, encodeMs: median(each.map((e) => e.encodeMs)), phases, calls: each[0].calls, bytes: each[0].bytes, kernels: profile.kernels.length };
+    const encodeEach = each.map((e) => e.encodeMs);
+    return { msPerStep, encodeMs: median(encodeEach), encodeEach, phases, calls: each[0].calls, bytes: each[0].bytes, kernels: profile.kernels.length };
   } finally {
     replica.dispose();
   }
@@ -296,7 +301,7 @@ async function cli(): Promise<void> {
       {
         backend: r.backend, device: r.device, model: r.model, 'kernel set': r.kernels, batch: r.batch, 'ms/step': r.msPerStep.toFixed(1),
         'img/s': r.imgPerSec.toFixed(1), 'host ms/step': r.hostMsPerStep?.toFixed(1) ?? '-', 'tfjs kernels': r.kernelsPerStep, dispatches: r.dispatchesPerStep ?? '-', 'upload B': r.uploadBytesPerStep ?? '-', 'API calls': r.apiCallsPerStep ?? '-', 'same program': r.sameProgramAcrossSteps ?? '-',
-        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep?.toFixed(2) ?? '-', 'shard/commands/submit ms': r.encodePhases ? [r.encodePhases.writeMs, r.encodePhases.commandsMs, r.encodePhases.submitMs].map((v) => v.toFixed(2)).join(' / ') : '-', 'ahead ms': r.encodePhases?.aheadMs.toFixed(2) ?? '-', 'weights in ms': r.encodePhases?.weightsMs.toFixed(2) ?? '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
+        'replayed img/s': r.replayedImgPerSec?.toFixed(1) ?? '-', 'encode ms': r.encodeMsPerStep === null ? '-' : `${r.encodeMsPerStep.toFixed(2)} (${Math.min(...r.encodeMsEachStep!).toFixed(2)}–${Math.max(...r.encodeMsEachStep!).toFixed(2)})`, 'shard/commands/submit ms': r.encodePhases ? [r.encodePhases.writeMs, r.encodePhases.commandsMs, r.encodePhases.submitMs].map((v) => v.toFixed(2)).join(' / ') : '-', 'ahead ms': r.encodePhases?.aheadMs.toFixed(2) ?? '-', 'weights in ms': r.encodePhases?.weightsMs.toFixed(2) ?? '-', 'replayed calls': r.replayedApiCallsPerStep ?? '-', 'replayed kernels': r.replayedKernelsPerStep ?? '-',
       },
     ]);
   }

@@ -191,6 +191,7 @@ def measure(model, mode, batch, steps, warmup, device):
         "replayedMsPerStep": None,
         "replayedImgPerSec": None,
         "encodeMsPerStep": None,
+        "encodeMsEachStep": None,
         "replayedApiCallsPerStep": None,
         "replayedKernelsPerStep": None,
     }

@@ -94,6 +94,7 @@ describe.skipIf(!webgpu.available)('a webgpu training step, captured at the WebG
     expect(r.replayedKernelsPerStep).toBe(0);
     expect(r.replayedApiCallsPerStep!).toBeLessThan(0.7 * r.apiCallsPerStep!);
     expect(r.encodeMsPerStep).toBeGreaterThan(0);
+    expect(r.encodeMsEachStep).toEqual([r.encodeMsPerStep]); // one step: its own time is the median
     // One step: its parts add up to its host time; the next step's commands and the weights' copy are apart.
     const { writeMs, commandsMs, submitMs, aheadMs, weightsMs } = r.encodePhases!;
     expect(writeMs + commandsMs + submitMs).toBeCloseTo(r.encodeMsPerStep!, 6);

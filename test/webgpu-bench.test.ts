@@ -57,6 +57,7 @@ describe('host time', () => {
     expect(r.sameProgramAcrossSteps).toBeNull();
     expect(r.replayedMsPerStep).toBeNull();
     expect(r.encodeMsPerStep).toBeNull();
+    expect(r.encodeMsEachStep).toBeNull();
     expect(r.kernelsPerStep).toBeGreaterThan(10);
   });
 });
