@@ -279,10 +279,16 @@ function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, obj
   const snapshot = device.createCommandEncoder();
   const constants: (PlanBuffer & { kind: 'version' })[] = [];
   const shard: (PlanBuffer & { kind: 'version' })[] = [];
+  // The inputs' buffers are ranges of the weights' and of the shard's: those allow what a tfjs tensor's does.
+  const inputUsage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
   for (const p of plan.buffers) {
     if (p.kind === 'version') {
-      if (p.source.kind === 'constant') constants.push(p);
-      else if (p.source.kind === 'variable') places.set(p.key, { buffer: weights.gpu, base: weights.slots[p.source.index], size: p.size });
+      if (p.source.kind === 'constant') {
+        constants.push(p);
+        continue;
+      }
+      if ((p.usage & ~inputUsage) !== 0) throw new RecordingError(`input buffer ${p.of} has usage ${p.usage}, more than a range of a storage buffer allows`);
+      if (p.source.kind === 'variable') places.set(p.key, { buffer: weights.gpu, base: weights.slots[p.source.index], size: p.size });
       else shard.push(p);
       continue;
     }
@@ -308,11 +314,6 @@ function materialize(device: GPUDevice, plan: StepPlan, objects: Map<number, obj
     places.set(p.key, { buffer: constantBuffer, base: constantAt[i], size: p.size });
   });
   device.queue.writeBuffer(constantBuffer, 0, constantData);
-  // The inputs' buffers are ranges of the weights' and of the shard's: those allow what a tfjs tensor's does.
-  const inputUsage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
-  for (const p of plan.buffers) {
-    if (p.kind === 'version' && p.source.kind !== 'constant' && (p.usage & ~inputUsage) !== 0) throw new RecordingError(`input buffer ${p.of} has usage ${p.usage}, more than a range of a storage buffer allows`);
-  }
   const { offsets: shardAt, bytes: shardBytes } = layOut(shard.map((p) => p.bytes.length), align);
   const inputs: StagedInput[] = shard.map((p, i) => ({ source: p.source as StagedInput['source'], offset: shardAt[i], bytes: p.bytes.length }));
   const staging = device.createBuffer({ size: shardBytes, usage: U.MAP_WRITE | U.COPY_SRC, mappedAtCreation: true });
