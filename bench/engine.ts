@@ -41,11 +41,10 @@
  * its weights by setState, as a worker's does): replayedMsPerStep and replayedImgPerSec, encodeMsPerStep (host
  * time of a replayed step from its start up to its submit, the median over the steps, and encodeMsEachStep
  * every step's: writing the shard, encoding the commands where they were not encoded ahead, submitting; the
- * GPU's work is not in it) and
- * encodePhases: those three parts, aheadMs (encoding the next step's commands right after the submit, while
- * the GPU runs this one) and weightsMs (setState copying the weights where the step reads them, when they
- * arrive); replayedApiCallsPerStep, replayedBufferBytes (the buffers the replayed steps own) and
- * replayedKernelsPerStep (tfjs kernels in a replayed step, from tf.profile: 0). Null elsewhere.
+ * GPU's work is not in it) and encodePhases: those three parts, aheadMs (encoding the next step's commands
+ * right after the submit, while the GPU runs this one) and weightsMs (setState copying the weights where the
+ * step reads them, when they arrive); replayedApiCallsPerStep, replayedBufferBytes (the buffers the replayed
+ * steps own) and replayedKernelsPerStep (tfjs kernels in a replayed step, from tf.profile: 0). Null elsewhere.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';

@@ -148,7 +148,7 @@ async function init(m: InitMessage): Promise<void> {
   }
   backend = await setupBackend(config.backend, backendOptions(config));
   // As the fake's: replayed steps read their gradients back straight into the reply region.
-  const replica = new Replica(config.model, { gradientsInto: (values) => replyView(values) });
+  const replica = new Replica(config.model, { gradientsInto: replyView });
   compute = replica;
   return reply({
     type: 'ready',
