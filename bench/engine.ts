@@ -184,12 +184,13 @@ async function benchReplay(spec: ConstructorParameters<typeof Replica>[0], x: Fl
     replica.setState(state);
     await replica.computeGradients({ x, labels }, 0); // eager, and records
     if (!replica.replaying(labels.length)) throw new Error('bench:engine: the step could not be recorded for replay (its reason is on stderr)');
-    const profile = await tf.profile(async () => void (await replica.computeGradients({ x, labels }, 1)));
+    // Each step names the next one's dropout seed, as the trainer does: its masks are drawn during this step's GPU work.
+    const profile = await tf.profile(async () => void (await replica.computeGradients({ x, labels }, 1, 2)));
     const each: NonNullable<ReturnType<Replica['replayStats']>>[] = [];
     const started = performance.now();
     for (let s = 0; s < steps; s++) {
       replica.setState(state);
-      await replica.computeGradients({ x, labels }, s + 2);
+      await replica.computeGradients({ x, labels }, s + 2, s + 3);
       each.push(replica.replayStats(labels.length)!);
     }
     const msPerStep = (performance.now() - started) / steps;
@@ -234,7 +235,6 @@ export function kernelTimes(
   return { profiledKernelMs: total, profiledKernelClock: gpu ? 'gpu' : 'wall', topKernels };
 }
 
-/** CPU time this thread has run, in nanoseconds (Linux: /proc/<pid>/task/<pid>/schedstat, the main thread); null elsewhere. */
 /** The middle value (the mean of the two middle ones for an even count). */
 export function median(values: readonly number[]): number {
   const v = [...values].sort((a, b) => a - b);
@@ -242,6 +242,7 @@ export function median(values: readonly number[]): number {
   return v.length % 2 === 1 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
+/** CPU time this thread has run, in nanoseconds (Linux: /proc/<pid>/task/<pid>/schedstat, the main thread); null elsewhere. */
 export function mainThreadCpuNs(): number | null {
   try {
     return Number(readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);

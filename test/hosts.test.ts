@@ -213,11 +213,11 @@ describe("host 0's listener", () => {
     const request = { indices: Uint32Array.of(7, 3, 9), seed: 11, augment: true };
     const stand = rank.deferShard!(request);
     expect(stand.x.length).toBe(0); // nothing built here
-    const r = await rank.computeGradients({ ...stand, dropoutSeed: 2 }, { version: 1, data: new Float32Array(2) });
+    const r = await rank.computeGradients({ ...stand, dropoutSeed: 2, nextDropoutSeed: 5 }, { version: 1, data: new Float32Array(2) });
     expect(Array.from(r.stats)).toEqual([7]);
     const [dataset, , asked] = h1.received.filter((m) => m.type !== 'heartbeat');
     expect(dataset).toEqual({ type: 'dataset', mean });
-    expect(asked).toMatchObject({ type: 'rankRequest', indices: request.indices, augmentSeed: 11, augment: true });
+    expect(asked).toMatchObject({ type: 'rankRequest', indices: request.indices, augmentSeed: 11, augment: true, dropoutSeed: 2, nextDropoutSeed: 5 });
     expect((asked as { x?: unknown }).x).toBeUndefined();
   });
 

@@ -61,12 +61,15 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
         for (let i = 0; i < state.length; i++) state[i] += 1e-2 * (rng.next() - 0.5);
         const shard = { x: Float32Array.from({ length: batch * 32 * 32 * 3 }, () => rng.next() - 0.5), labels: Uint8Array.from({ length: batch }, () => Math.floor(rng.next() * 10)) };
         const seed = 1000 + step;
+        // The next step's seed as the trainer sends it, whose masks are drawn during this step's GPU work;
+        // step 3 guesses wrong (as after a stop), so step 4 draws its own.
+        const next = step === 3 ? 7 : seed + 1;
         eager.setState(state);
         const want = await eager.computeGradients(shard, seed);
         replayed.setState(state);
         const tensors = tf.memory().numTensors;
         const check = async () => {
-          const got = await replayed.computeGradients(shard, seed);
+          const got = await replayed.computeGradients(shard, seed, next);
           expectSameStep(got, want);
           expect(Object.is(got.acc, want.acc)).toBe(true);
         };
@@ -84,6 +87,8 @@ describe.skipIf(!webgpu.available)('replayed webgpu training steps', () => {
           // Each step submits the commands encoded during the GPU work of the step before it (the first one:
           // the recording's check of its probe).
           expect(replayed.replayStats(batch)!.encodedAhead).toBe(true);
+          // Masks drawn ahead where the replayed step before guessed this seed (step 2 follows the eager step).
+          expect(replayed.replayStats(batch)!.masksAhead).toBe(step === 3 || step === 5);
           // From the second replayed step on (the first has no GPU time to go by), the thread sleeps through
           // most of the GPU's work before asking for the results, instead of polling the device for all of it.
           if (step >= 3) expect(replayed.replayStats(batch)!.quietMs).toBeGreaterThan(0);

@@ -3,6 +3,7 @@ import { ExchangeArena } from '../src/coordinator/optim/kernels.js';
 import { TrainingPlan, stepsPerEpoch, validationChunks } from '../src/coordinator/plan.js';
 import { freshState, train, type StepInfo, type TrainerOptions, type TrainingState } from '../src/coordinator/trainer.js';
 import type { ShardGradients } from '../src/model/gradients.js';
+import type { Compute } from '../src/model/replica.js';
 import { FakeCompute } from '../src/worker/fake.js';
 import { DirectShardMaker, InProcessClient } from './helpers/in-process.js';
 
@@ -46,6 +47,30 @@ describe('training plan', () => {
     expect(Array.from(plan.shard(1, 0, 0).indices)).not.toEqual(Array.from(plan.shard(0, 0, 0).indices));
     expect(plan.shard(0, 0, 0).augmentSeed).not.toBe(plan.shard(0, 0, 1).augmentSeed);
     expect(plan.shard(0, 0, 0).dropoutSeed).not.toBe(plan.shard(0, 1, 0).dropoutSeed);
+  });
+
+  it("tells each rank, with every step, the dropout seed of its next step, across epochs", async () => {
+    const seen: [number, number | undefined][][] = [[], []];
+    const clients = [0, 1].map((r) => {
+      const fake = new FakeCompute({ delayMs: 0, trainableSize: TRAINABLE, statsSize: STATS });
+      const compute: Compute = {
+        setState: (s) => fake.setState(s),
+        computeGradients: (shard, seed, next) => (seen[r].push([seed, next]), fake.computeGradients(shard)),
+        evaluate: (shard) => fake.evaluate(shard),
+        batchStatistics: (shard) => fake.batchStatistics(shard),
+        dispose: () => fake.dispose(),
+      };
+      return new InProcessClient(r, compute);
+    });
+    const o = options({ epochs: 2 });
+    await train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, o, initial(), {});
+    const plan = new TrainingPlan({ seed: o.seed, trainCount: 40, batchSize: 4, workers: 2 });
+    for (const r of [0, 1]) {
+      expect(seen[r].map(([seed]) => seed)).toEqual([0, 1].flatMap((e) => Array.from({ length: plan.steps }, (_, s) => plan.shard(e, s, r).dropoutSeed)));
+      // Each hint is the seed the rank's next request carries (the last one's, of an epoch that never comes, is unused).
+      expect(seen[r].slice(0, -1).map(([, next]) => next)).toEqual(seen[r].slice(1).map(([seed]) => seed));
+      expect(seen[r].at(-1)![1]).toBe(plan.dropoutSeed(2, 0, r));
+    }
   });
 
   it('takes a training set of exactly one global batch: one step per epoch', () => {

@@ -62,8 +62,12 @@ export class TrainingPlan {
       rank,
       indices: this.epochOrder(epoch).slice(start, start + batchSize),
       augmentSeed: mixSeed(seed, Purpose.augment, epoch, step, rank),
-      dropoutSeed: mixSeed(seed, Purpose.dropout, epoch, step, rank),
+      dropoutSeed: this.dropoutSeed(epoch, step, rank),
     };
+  }
+
+  dropoutSeed(epoch: number, step: number, rank: number): number {
+    return mixSeed(this.o.seed, Purpose.dropout, epoch, step, rank);
   }
 }
 

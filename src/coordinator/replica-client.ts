@@ -14,6 +14,12 @@ export interface VersionedState {
 
 export interface StepRequest extends Shard {
   dropoutSeed: number;
+  /**
+   * The seed this rank's next step will take unless the run stops or changes first: a webgpu worker draws
+   * those dropout masks while the GPU runs this step (engine/replay/replay.ts). Only a hint; a wrong one
+   * costs the draw.
+   */
+  nextDropoutSeed?: number;
 }
 
 export interface StepResult extends ShardGradients {

@@ -151,10 +151,12 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
         const stepStarted = performance.now();
         // 2. This step's shards, built ahead by the augmentation pool.
         const taken = await prefetcher.take(epoch, step);
-        // 3. Every worker computes its shard's gradient; stale workers get the weights with the request.
+        // 3. Every worker computes its shard's gradient; stale workers get the weights with the request, and
+        //    the next step's dropout seed, whose masks a webgpu worker draws while its GPU runs this one.
+        const [nextEpoch, nextStep] = step + 1 < plan.steps ? [epoch, step + 1] : [epoch + 1, 0];
         const computing = Promise.all(
           clients.map((c, r) =>
-            c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.shard(epoch, step, r).dropoutSeed }, current),
+            c.computeGradients({ ...taken.shards[r], dropoutSeed: plan.dropoutSeed(epoch, step, r), nextDropoutSeed: plan.dropoutSeed(nextEpoch, nextStep, r) }, current),
           ),
         );
         // The next steps' shards, asked for once this step's requests are on their way (a turn of the event

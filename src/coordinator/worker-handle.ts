@@ -181,6 +181,7 @@ export class WorkerHandle implements ReplicaClient {
       x: r.x,
       labels: r.labels,
       dropoutSeed: r.dropoutSeed,
+      nextDropoutSeed: r.nextDropoutSeed,
       state: this.stateToSend(state),
     });
     if (m.type !== 'gradientsComputed') throw this.unexpected(m, 'gradientsComputed');

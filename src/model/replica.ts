@@ -20,7 +20,8 @@ import { buildModel, dropoutLayers, type ModelSpec } from './minigooglenet.js';
 /** What a worker computes with: a real replica, or a stand-in with the same shape (src/worker/fake.ts). */
 export interface Compute {
   setState(state: Float32Array): void;
-  computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients>;
+  /** `nextDropoutSeed`: the seed the next step will likely take (StepRequest's), for work done ahead. */
+  computeGradients(shard: Shard, dropoutSeed: number, nextDropoutSeed?: number): Promise<ShardGradients>;
   evaluate(shard: Shard): Promise<EvaluationSums>;
   /** The shard's BN batch statistics in training mode, in the layout's statistics order (--precise-bn). */
   batchStatistics(shard: Shard): Promise<Float32Array>;
@@ -99,16 +100,16 @@ export class Replica implements Compute {
    * not done ahead, submitting) in parts, how long it slept before asking for its results, the weights' copy
    * of the last setState, WebGPU calls, the bytes of the buffers it owns; null where none.
    */
-  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; encodedAhead: boolean; quietMs: number; stateMs: number; calls: number; bytes: number } | null {
+  replayStats(batch: number): { encodeMs: number; phases: ReplayedStep['phases']; encodedAhead: boolean; masksAhead: boolean; quietMs: number; stateMs: number; calls: number; bytes: number } | null {
     const r = this.replays.get(batch);
-    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, encodedAhead: r.encodedAhead, quietMs: r.quietMs, stateMs: this.stateMs, calls: r.callsPerStep, bytes: r.bytes + (this.stage ? 2 * this.stage.bytes : 0) } : null;
+    return r ? { encodeMs: r.encodeMs, phases: { ...r.phases }, encodedAhead: r.encodedAhead, masksAhead: r.masksAhead, quietMs: r.quietMs, stateMs: this.stateMs, calls: r.callsPerStep, bytes: r.bytes + (this.stage ? 2 * this.stage.bytes : 0) } : null;
   }
 
-  async computeGradients(shard: Shard, dropoutSeed: number): Promise<ShardGradients> {
+  async computeGradients(shard: Shard, dropoutSeed: number, nextDropoutSeed?: number): Promise<ShardGradients> {
     const replay = this.replays.get(shard.labels.length);
     if (replay && this.stage) {
       const into = this.gradientsInto;
-      const { flat, loss, acc } = await replay.run({ x: shard.x, labels: shard.labels, dropoutSeed }, into);
+      const { flat, loss, acc } = await replay.run({ x: shard.x, labels: shard.labels, dropoutSeed, nextDropoutSeed }, into);
       // With `into`, the read-back brought the gradients there and `flat` holds the statistics alone.
       const stats = into ? flat : statsPart(this.layout, flat);
       // An eager step moves the variables' BN statistics; so does this one, for what comes next.

@@ -41,6 +41,8 @@ export interface RankRequestMessage {
   augmentSeed?: number;
   augment?: boolean;
   dropoutSeed: number;
+  /** StepRequest's hint: the rank's next step's seed. */
+  nextDropoutSeed?: number;
 }
 
 /** To a host that builds its own shards, before any request: the per-pixel mean every shard subtracts. */
@@ -128,7 +130,7 @@ export function asToHost(raw: unknown): ToHost {
     case 'rankRequest': {
       const images = raw.x instanceof Float32Array && raw.labels instanceof Uint8Array;
       const request = raw.indices instanceof Uint32Array && num(raw, 'augmentSeed') && typeof raw.augment === 'boolean';
-      if (num(raw, 'id') && num(raw, 'rank') && num(raw, 'version') && num(raw, 'dropoutSeed') && images !== request && ['computeGradients', 'evaluate', 'batchStatistics'].includes(raw.kind as string)) {
+      if (num(raw, 'id') && num(raw, 'rank') && num(raw, 'version') && num(raw, 'dropoutSeed') && (raw.nextDropoutSeed === undefined || num(raw, 'nextDropoutSeed')) && images !== request && ['computeGradients', 'evaluate', 'batchStatistics'].includes(raw.kind as string)) {
         return raw as unknown as RankRequestMessage;
       }
       break;

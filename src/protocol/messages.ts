@@ -71,6 +71,8 @@ export interface ComputeGradientsMessage {
   x: Float32Array;
   labels: Uint8Array;
   dropoutSeed: number;
+  /** The rank's next step's seed, as far as the coordinator knows it (StepRequest). */
+  nextDropoutSeed?: number;
   state?: Float32Array;
 }
 

@@ -83,7 +83,7 @@ async function dispatch(m: ToWorker): Promise<void> {
       const c = ready();
       const started = performance.now();
       if (m.state) c.setState(m.state);
-      const g = await c.computeGradients({ x: m.x, labels: m.labels }, m.dropoutSeed);
+      const g = await c.computeGradients({ x: m.x, labels: m.labels }, m.dropoutSeed, m.nextDropoutSeed);
       return reply({ type: 'gradientsComputed', id: m.id, ...g, computeMs: performance.now() - started });
     }
     case 'evaluate': {

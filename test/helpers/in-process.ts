@@ -31,7 +31,7 @@ export class InProcessClient implements ReplicaClient {
     this.requests++;
     this.sync(state);
     const started = performance.now();
-    const g = await this.compute.computeGradients({ x: r.x, labels: r.labels }, r.dropoutSeed);
+    const g = await this.compute.computeGradients({ x: r.x, labels: r.labels }, r.dropoutSeed, r.nextDropoutSeed);
     return { ...g, computeMs: performance.now() - started };
   }
 

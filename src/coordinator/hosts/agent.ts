@@ -128,7 +128,7 @@ export async function runAgent(o: AgentOptions): Promise<string> {
           if (m.indices && !own.pool) throw new Error('host 0 asked for a shard built here before sending the training mean: this is a bug');
           const pool = m.indices ? own.pool! : null;
           const shard: Shard = pool ? await pool.makeShard({ indices: m.indices!, seed: m.augmentSeed!, augment: m.augment! }) : { x: m.x!, labels: m.labels! };
-          const step = m.kind === 'computeGradients' ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed }, state) : null;
+          const step = m.kind === 'computeGradients' ? await w.computeGradients({ ...shard, dropoutSeed: m.dropoutSeed, nextDropoutSeed: m.nextDropoutSeed }, state) : null;
           const reply = step ?? (m.kind === 'evaluate' ? await w.evaluate(shard, state) : { stats: await w.batchStatistics(shard, state) });
           pool?.recycle([shard]); // answered: the worker read it (AugmentPool.recycle)
           if (step && o.reduce) return await reduced(m, step);

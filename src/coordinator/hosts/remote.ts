@@ -27,6 +27,11 @@ import { TrainpoolError } from '../../util/errors.js';
 import type { ReplicaClient, StepRequest, StepResult, VersionedState } from '../replica-client.js';
 import { heartbeat } from './heartbeat.js';
 
+/** A request's dropout seeds: a step's, and the hint for the rank's next (StepRequest). */
+type Seeds = Pick<StepRequest, 'dropoutSeed' | 'nextDropoutSeed'>;
+/** What an evaluation or a statistics pass sends: it draws no dropout. */
+const NO_DROPOUT: Seeds = { dropoutSeed: 0 };
+
 export interface ListenOptions {
   /** Where to listen: the address host 0 is known by when it is a loopback one, else every interface. */
   host: string;
@@ -169,12 +174,12 @@ export class HostListener {
   }
 
   /** A request to rank `rank` on host `nodeRank`, run again on its replacement where the host is lost. */
-  async request(nodeRank: number, rank: number, kind: RankRequestKind, shard: Shard, dropoutSeed: number, state: VersionedState): Promise<FromHost> {
+  async request(nodeRank: number, rank: number, kind: RankRequestKind, shard: Shard, seeds: Seeds, state: VersionedState): Promise<FromHost> {
     for (;;) {
       const host = this.hosts.get(nodeRank);
       if (!host) throw new Error(`no host ${nodeRank} in the run: this is a bug`);
       try {
-        return await host.request(rank, kind, shard, dropoutSeed, state);
+        return await host.request(rank, kind, shard, seeds, state);
       } catch (e) {
         if (!(e instanceof HostLostError) || this.closed) throw e;
         await this.replacement(host, e);
@@ -319,7 +324,7 @@ export class RemoteHost {
     });
   }
 
-  async request(rank: number, kind: RankRequestKind, shard: Shard, dropoutSeed: number, state: VersionedState): Promise<FromHost> {
+  async request(rank: number, kind: RankRequestKind, shard: Shard, seeds: Seeds, state: VersionedState): Promise<FromHost> {
     if (this.lost) throw this.lost;
     if (state.version !== this.sentVersion) {
       this.sentVersion = state.version;
@@ -332,7 +337,7 @@ export class RemoteHost {
     const ms = this.answered === 0 ? this.timeouts.firstRequestTimeoutMs : this.timeouts.requestTimeoutMs;
     const timer = ms > 0 ? setTimeout(() => this.lose(new HostLostError(`host ${this.nodeRank} (${this.address}) did not answer rank ${rank}'s ${kind} within ${ms / 1000} s`)), ms) : undefined;
     const reply = new Promise<FromHost>((resolve, reject) => this.pending.set(id, { resolve, reject })).finally(() => clearTimeout(timer));
-    void this.send({ type: 'rankRequest', id, rank, kind, version: state.version, ...input, dropoutSeed });
+    void this.send({ type: 'rankRequest', id, rank, kind, version: state.version, ...input, dropoutSeed: seeds.dropoutSeed, nextDropoutSeed: seeds.nextDropoutSeed });
     return reply;
   }
 
@@ -394,17 +399,17 @@ export class RemoteRank implements ReplicaClient {
   }
 
   async computeGradients(r: StepRequest, state: VersionedState): Promise<StepResult> {
-    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'computeGradients', r, r.dropoutSeed, state), 'grads');
+    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'computeGradients', r, r, state), 'grads');
     return { grads: this.place('grads', m.grads!), stats: this.place('stats', m.stats!), loss: m.loss!, acc: m.acc!, computeMs: m.computeMs ?? 0 };
   }
 
   async evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
-    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'evaluate', shard, 0, state), 'count');
+    const m = this.expect(await this.hosts.request(this.nodeRank, this.rank, 'evaluate', shard, NO_DROPOUT, state), 'count');
     return { lossSum: m.lossSum!, correct: m.correct!, count: m.count! };
   }
 
   async batchStatistics(shard: Shard, state: VersionedState): Promise<Float32Array> {
-    return this.expect(await this.hosts.request(this.nodeRank, this.rank, 'batchStatistics', shard, 0, state), 'stats').stats!;
+    return this.expect(await this.hosts.request(this.nodeRank, this.rank, 'batchStatistics', shard, NO_DROPOUT, state), 'stats').stats!;
   }
 
   async close(): Promise<void> {}

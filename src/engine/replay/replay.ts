@@ -27,8 +27,11 @@ import { WeightStage } from './weights.js';
 
 export { RecordingError, WeightStage, type StepInputs, type StepOutputs, type VariableSpan };
 
-/** A step's inputs other than the weights, which are in the replica's WeightStage. */
-export type ShardInputs = Omit<StepInputs, 'weights'>;
+/**
+ * A step's inputs other than the weights, which are in the replica's WeightStage; and the dropout seed the
+ * next step will likely take (the trainer's guess for this rank), whose masks are drawn while the GPU runs.
+ */
+export type ShardInputs = Omit<StepInputs, 'weights'> & { nextDropoutSeed?: number };
 
 export interface RecordOptions {
   device: GPUDevice;
@@ -72,7 +75,7 @@ export class ReplayedStep {
   encodeMs = 0;
   /**
    * encodeMs in parts: writing the shard, encoding the commands (0 where encoded ahead), submitting; then
-   * aheadMs, encoding the next run's commands after the submit, while the GPU runs the step.
+   * aheadMs, encoding the next run's commands and drawing its masks after the submit, while the GPU runs the step.
    */
   phases = { writeMs: 0, commandsMs: 0, submitMs: 0, aheadMs: 0 };
   /** The last run's time from its submit to its results: what the next run's quiet wait is a share of. */
@@ -81,6 +84,8 @@ export class ReplayedStep {
   quietMs = 0;
   /** Whether the last run submitted commands encoded ahead (all but the recording's check of its probe). */
   encodedAhead = false;
+  /** Whether the last run's dropout masks were drawn ahead (its seed was the last run's nextDropoutSeed). */
+  masksAhead = false;
   /** WebGPU calls a run makes. */
   readonly callsPerStep: number;
   /** Bytes of the buffers the step owns (beside tfjs' pool, which keeps its own). */
@@ -111,6 +116,7 @@ export class ReplayedStep {
     this.callsPerStep = 3 + commands.length + passes + 3 + 3 + 3;
     this.bytes = owned.reduce((n, b) => n + b.size, 0);
     this.imageValues = inputs.find((w) => w.source.kind === 'x')!.bytes / 4;
+    this.aheadMasks = inputs.map((w) => (w.source.kind === 'mask' ? new Float32Array(w.bytes / 4) : null));
   }
 
   /** Values of the images a run takes (batch × height × width × depth). */
@@ -121,6 +127,14 @@ export class ReplayedStep {
 
   /** The staging buffer mapped for writing: at creation, then again after each step's submit. */
   private mapped: Promise<void> = Promise.resolve();
+
+  /**
+   * The masks of `aheadSeed`, drawn while the GPU ran the last step, by the index of their input (null for
+   * the others): a run on that seed copies them (~10 µs) instead of drawing them on its critical path (0.4–0.7
+   * ms of a batch of 64's ~2.5 before the GPU can start, lavapipe).
+   */
+  private readonly aheadMasks: (Float32Array | null)[];
+  private aheadSeed: number | null = null;
 
   /** Records the step of `o`'s shapes; throws RecordingError (with why) where it cannot be replayed exactly. */
   static async record(o: RecordOptions): Promise<ReplayedStep> {
@@ -167,12 +181,14 @@ export class ReplayedStep {
     await this.weights.ready();
     const started = performance.now();
     const staged = this.staging.getMappedRange();
-    for (const w of this.inputs) {
+    this.masksAhead = this.aheadSeed === inputs.dropoutSeed;
+    this.inputs.forEach((w, i) => {
       const s = w.source;
       if (s.kind === 'x') new Float32Array(staged, w.offset, w.bytes / 4).set(inputs.x);
       else if (s.kind === 'labels') new Int32Array(staged, w.offset, w.bytes / 4).set(inputs.labels);
+      else if (this.masksAhead) new Float32Array(staged, w.offset, w.bytes / 4).set(this.aheadMasks[i]!);
       else drawMask(inputs.dropoutSeed, s, new Float32Array(staged, w.offset, w.bytes / 4));
-    }
+    });
     this.staging.unmap();
     this.weights.unmap();
     const wrote = performance.now();
@@ -189,21 +205,30 @@ export class ReplayedStep {
     // checked at submit, not while encoding. So the host's ~3 ms of encoding overlaps the GPU's work instead
     // of adding to it.
     this.next = this.encode();
-    const encodedAhead = performance.now();
+    // And the next run's masks, where the trainer said which seed it will likely take (a wrong guess costs
+    // only this: that run draws its own).
+    const next = inputs.nextDropoutSeed;
+    if (next !== undefined && next !== this.aheadSeed) {
+      this.inputs.forEach((w, i) => {
+        if (w.source.kind === 'mask') drawMask(next, w.source, this.aheadMasks[i]!);
+      });
+      this.aheadSeed = next;
+    }
+    const aheadDone = performance.now();
     // dawn.node polls the device in a setImmediate loop while any of its promises is pending (AsyncRunner):
     // a map requested now would keep this thread busy for the whole of the GPU's step (on lavapipe, 1.9–2.3 s
     // of CPU in a 2.4–2.9 s step, taken from the two cores its own threads run on). So the thread sleeps
     // until the GPU is likely near done (3/4 of the last run's submit-to-results time, which corrects itself:
     // a step that got faster answers at once after the sleep, and the next sleep is shorter) and only then
     // asks for the read-back and for the staging buffers for the next step's writes.
-    const quiet = this.gpuMs * 0.75 - (encodedAhead - submitted);
+    const quiet = this.gpuMs * 0.75 - (aheadDone - submitted);
     this.quietMs = quiet >= MIN_QUIET_MS ? quiet : 0;
     if (this.quietMs > 0) await new Promise((resolve) => setTimeout(resolve, this.quietMs));
     const read = this.readBack.mapAsync(GPUMapMode.READ);
     this.mapped = this.staging.mapAsync(GPUMapMode.WRITE);
     this.mapped.catch(() => {}); // dispose() before it resolves rejects it; a run awaiting it still sees that
     this.weights.remap();
-    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded, aheadMs: encodedAhead - submitted };
+    this.phases = { writeMs: wrote - started, commandsMs: encoded - wrote, submitMs: submitted - encoded, aheadMs: aheadDone - submitted };
     this.encodeMs = submitted - started;
     await read;
     this.gpuMs = performance.now() - submitted;
