@@ -15,8 +15,9 @@
  * weights are already in theirs, weights.ts: the replica's state lives there); one command buffer (both
  * copied to the GPU, each input at an offset the recorded dispatches bind, then the recorded passes and
  * copies, less the uploads' staging copies and the submits between them); one submit; one read-back. The
- * command buffer is encoded during the previous step's GPU work, so the host's part of a step that the GPU
- * waits for is writing the shard and submitting.
+ * command buffer is encoded during the previous step's GPU work, and so are the dropout masks where the
+ * previous step named this one's seed, so the host's part of a step that the GPU waits for is writing the
+ * shard and submitting.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { captureGpuWork } from './capture.js';
