@@ -171,7 +171,7 @@ describe.skipIf(!shm)('a run\'s exchange regions', () => {
 async function trainFake(
   map: boolean,
   o: { killAtStep?: number; threads?: number } = {},
-): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[]; threadsUsed: number }> {
+): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[]; threads: number }> {
   const { killAtStep } = o;
   // Over SPLIT_MIN trainable values, so that an update on several threads is split.
   const sizes = { totalSize: 70_000 + 24, trainableSize: 70_000 };
@@ -216,7 +216,7 @@ async function trainFake(
       freshState(weights, sizes.trainableSize),
       { onStep: (s) => steps.push(s) },
     );
-    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps, threadsUsed: exchange.arena.threadsUsed };
+    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps, threads: exchange.arena.threads };
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
@@ -228,7 +228,7 @@ describe.skipIf(!shm)('training through worker processes over mapped regions', (
     const [readWrite, mapped, replaced] = [await trainFake(false), await trainFake(true, { threads: 2 }), await trainFake(true, { killAtStep: 3 })];
     expect(readWrite.mapped).toBe(false);
     expect(mapped.mapped).toBe(true);
-    expect([readWrite.threadsUsed, mapped.threadsUsed]).toEqual([1, 2]);
+    expect([readWrite.threads, mapped.threads]).toEqual([1, 2]);
     expect(mapped.steps).toHaveLength(6);
     // Training moved the weights (fake gradients depend on the shard and on weights[0])...
     expect(Buffer.from(mapped.weights.buffer).equals(Buffer.from(Float32Array.from({ length: mapped.weights.length }, (_, i) => Math.sin(i) * 0.05).buffer))).toBe(false);

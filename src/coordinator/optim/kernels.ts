@@ -25,17 +25,29 @@ import { sgdStep } from './sgd.js';
 
 interface KernelExports {
   mean(out: number, parts: number, count: number, n: number): void;
-  meanSgd(weights: number, velocity: number, parts: number, count: number, n: number, lr: number, momentum: number): number;
+  meanSgd(weights: number, velocity: number, parts: number, count: number, from: number, to: number, lr: number, momentum: number): number;
+  meanSgdShared(control: number, generation: number, bit: number): number;
 }
 
 const PAGE = 65_536;
 /**
- * Int32 values in a helper thread's control slot (kernel-thread.mjs): 0 generation, 1 done, 2 weights,
- * 3 velocity, 4 table, 5 count, 6 length, 7 lr (f32), 8 momentum (f32), 9 result, 10 ready; 64 bytes.
+ * Int32 indices in the threads' control block (kernels.wat meanSgdShared, kernel-thread.mjs), 64 bytes:
+ * the update's generation, its ticket (generation << 8 | next chunk), chunks done, a non-finite flag, the
+ * threads that took a chunk (a bit each), the arguments, and how many helpers started.
  */
-const THREAD_SLOT = 16;
+const CONTROL = { gen: 0, ticket: 1, done: 2, bad: 3, used: 4, w: 5, v: 6, parts: 7, count: 8, n: 9, chunk: 10, chunks: 11, lr: 12, momentum: 13, ready: 14 } as const;
+const CONTROL_BYTES = 64;
 /** Below this many values a pass is not split: waking a thread costs tens of microseconds. */
 export const SPLIT_MIN = 65_536;
+/**
+ * Values per chunk of a shared update: 64 KB of each array (at four replicas, 384 KB a chunk: within a
+ * core's L2), ~100 chunks for MiniGoogLeNet. At most 255 chunks (the ticket's low byte): longer arrays
+ * take longer chunks.
+ */
+const CHUNK = 16_384;
+const MAX_CHUNKS = 255;
+/** Generations wrap below 2^23, so that `generation << 8` stays a positive int32. */
+const GENERATIONS = 1 << 23;
 /** How long the coordinator waits for a helper's share before calling it a bug (a helper never takes this long). */
 const HELPER_TIMEOUT_MS = 60_000;
 
@@ -51,14 +63,8 @@ export function exchangeThreads(cores = os.availableParallelism()): number {
   return Math.max(1, Math.min(4, cores));
 }
 
-const NO_HELPERS: readonly Helper[] = [];
-
 interface Helper {
   worker: Worker;
-  /** Int32 index of its control slot. */
-  slot: number;
-  /** Byte offset of its table of part pointers. */
-  table: number;
   exited: Promise<void>;
 }
 /** Every allocation starts on 16 bytes: a v128 load needs no alignment, but an aligned one is faster. */
@@ -79,9 +85,13 @@ export class ExchangeArena {
   private readonly helpers: Helper[] = [];
   private readonly control: Int32Array;
   private readonly controlF: Float32Array;
+  /** Int32 index of the threads' control block (CONTROL). */
+  private readonly ctl: number;
   private generation = 0;
-  /** Threads that took part in the last meanSgd (1: this one alone). */
+  /** Threads that took part in the last meanSgd (1: one thread alone, this one or a helper). */
   threadsUsed = 1;
+  /** Chunks the helpers ran over the arena's life (tests: the helpers do take part). */
+  helperChunks = 0;
 
   /**
    * Room for `floats` float32 values in all (each array rounded up to 16 bytes) and means over up to
@@ -91,9 +101,8 @@ export class ExchangeArena {
    */
   constructor(floats: number, maxParts: number, threads = 1) {
     const tableBytes = Math.ceil((4 * maxParts) / ALIGN) * ALIGN;
-    // Then, per helper thread, its control slot and its own table (its share's part pointers).
-    const helperBytes = 4 * THREAD_SLOT + tableBytes;
-    const headerBytes = tableBytes + (threads - 1) * helperBytes;
+    // Then the threads' control block: every thread reads the same table of part pointers.
+    const headerBytes = tableBytes + CONTROL_BYTES;
     const pages = Math.ceil(Math.min(headerBytes + 4 * floats + ALIGN * 64, MAX_BYTES) / PAGE);
     let memory: WebAssembly.Memory;
     try {
@@ -108,14 +117,15 @@ export class ExchangeArena {
     this.table = new Int32Array(memory.buffer, 0, maxParts);
     this.control = new Int32Array(memory.buffer);
     this.controlF = new Float32Array(memory.buffer);
+    this.ctl = tableBytes / 4;
     for (let h = 0; h < threads - 1; h++) {
-      const slotBytes = tableBytes + h * helperBytes;
-      const worker = new Worker(new URL('./kernel-thread.mjs', import.meta.url), { workerData: { memory, module: compiled, slot: slotBytes / 4 } });
-      // A helper never keeps the process alive, and one that fails to start is simply never asked.
+      // Bit 0 is this thread's; helper h's is bit h + 1.
+      const worker = new Worker(new URL('./kernel-thread.mjs', import.meta.url), { workerData: { memory, module: compiled, control: this.ctl, bit: 2 << h } });
+      // A helper never keeps the process alive, and one that fails to start simply never takes a chunk.
       worker.unref();
       worker.on('error', () => {});
       const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      this.helpers.push({ worker, slot: slotBytes / 4, table: slotBytes + 4 * THREAD_SLOT, exited });
+      this.helpers.push({ worker, exited });
     }
     this.top = headerBytes;
     this.end = memory.buffer.byteLength;
@@ -129,24 +139,22 @@ export class ExchangeArena {
   /** Resolves once every helper thread is waiting for work (or `timeoutMs` passed): tests and benchmarks. */
   async ready(timeoutMs = 10_000): Promise<number> {
     const until = performance.now() + timeoutMs;
-    while (this.readyHelpers().length < this.helpers.length && performance.now() < until) await new Promise((r) => setTimeout(r, 2));
-    return this.readyHelpers().length + 1;
+    while (this.readyHelpers() < this.helpers.length && performance.now() < until) await new Promise((r) => setTimeout(r, 2));
+    return this.readyHelpers() + 1;
   }
 
   /** Ends the helper threads. */
   async close(): Promise<void> {
-    for (const h of this.helpers) {
-      // Held by the event loop until it has exited (an unref'd thread's exit would not be waited for).
-      h.worker.ref();
-      Atomics.store(this.control, h.slot, -1);
-      Atomics.notify(this.control, h.slot);
-    }
+    // Held by the event loop until they have exited (an unref'd thread's exit would not be waited for).
+    for (const h of this.helpers) h.worker.ref();
+    Atomics.store(this.control, this.ctl + CONTROL.gen, -1);
+    Atomics.notify(this.control, this.ctl + CONTROL.gen);
     await Promise.all(this.helpers.map((h) => h.exited));
     this.helpers.length = 0;
   }
 
-  private readyHelpers(): Helper[] {
-    return this.helpers.filter((h) => Atomics.load(this.control, h.slot + 10) === 1);
+  private readyHelpers(): number {
+    return Atomics.load(this.control, this.ctl + CONTROL.ready);
   }
 
   /**
@@ -256,44 +264,47 @@ export class ExchangeArena {
   }
 
   /**
-   * meanSgd over [0, n), this thread taking the first share and each ready helper one of the others (cut
-   * at multiples of four values, so every share but the last is whole SIMD lanes). Blocks until all are
-   * done: the shares are a few milliseconds, and the step cannot go on without them.
+   * meanSgd over [0, n). Long arrays are cut in chunks that this thread and the helpers take from a common
+   * ticket (kernels.wat meanSgdShared): a helper that wakes late, or is descheduled for a while on a busy
+   * host, takes fewer chunks, and this thread more, instead of this thread waiting for a fixed share. Each
+   * value's arithmetic is the same whoever runs its chunk, so the bits do not depend on the split. Blocks
+   * until every chunk is done: a few milliseconds, and the step cannot go on without them.
    */
   private split(w: number, v: number, parts: readonly Float32Array[], n: number, lr: number, momentum: number): boolean {
-    const helpers = n >= SPLIT_MIN && this.helpers.length > 0 ? this.readyHelpers() : NO_HELPERS;
-    const share = Math.ceil(n / (helpers.length + 1) / 4) * 4;
+    const table = this.table.byteOffset;
+    if (n < SPLIT_MIN || this.helpers.length === 0) {
+      this.threadsUsed = 1;
+      return this.k.meanSgd(w, v, table, parts.length, 0, n, lr, momentum) === 1;
+    }
     const c = this.control;
-    const generation = ++this.generation;
-    const asked: Helper[] = [];
-    for (const [i, h] of helpers.entries()) {
-      const from = (i + 1) * share;
-      const to = Math.min(n, from + share);
-      if (from >= to) break;
-      for (let p = 0; p < parts.length; p++) c[h.table / 4 + p] = parts[p].byteOffset + 4 * from;
-      c[h.slot + 2] = w + 4 * from;
-      c[h.slot + 3] = v + 4 * from;
-      c[h.slot + 4] = h.table;
-      c[h.slot + 5] = parts.length;
-      c[h.slot + 6] = to - from;
-      this.controlF[h.slot + 7] = lr;
-      this.controlF[h.slot + 8] = momentum;
-      Atomics.store(c, h.slot, generation);
-      Atomics.notify(c, h.slot);
-      asked.push(h);
-    }
-    let ok = this.k.meanSgd(w, v, this.table.byteOffset, parts.length, Math.min(n, share), lr, momentum) === 1;
-    for (const h of asked) {
-      const started = performance.now();
-      for (let done = Atomics.load(c, h.slot + 1); done !== generation; done = Atomics.load(c, h.slot + 1)) {
-        if (Atomics.wait(c, h.slot + 1, done, HELPER_TIMEOUT_MS) === 'timed-out' && performance.now() - started >= HELPER_TIMEOUT_MS) {
-          throw new Error(`an exchange helper thread did not finish its share of the update in ${HELPER_TIMEOUT_MS / 1000} s: this is a bug`);
-        }
+    const at = this.ctl;
+    const chunk = Math.max(CHUNK, Math.ceil(n / MAX_CHUNKS / 4) * 4);
+    const chunks = Math.ceil(n / chunk);
+    this.generation = (this.generation % (GENERATIONS - 1)) + 1;
+    const generation = this.generation;
+    c.set([w, v, table, parts.length, n, chunk, chunks], at + CONTROL.w);
+    this.controlF[at + CONTROL.lr] = lr;
+    this.controlF[at + CONTROL.momentum] = momentum;
+    c[at + CONTROL.done] = 0;
+    c[at + CONTROL.bad] = 0;
+    c[at + CONTROL.used] = 0;
+    Atomics.store(c, at + CONTROL.ticket, generation << 8);
+    // The arguments and the ticket are written before the generation: a helper that sees it sees them.
+    Atomics.store(c, at + CONTROL.gen, generation);
+    Atomics.notify(c, at + CONTROL.gen);
+    const mine = this.k.meanSgdShared(4 * at, generation, 1);
+    const started = performance.now();
+    for (let done = Atomics.load(c, at + CONTROL.done); done !== chunks; done = Atomics.load(c, at + CONTROL.done)) {
+      if (Atomics.wait(c, at + CONTROL.done, done, HELPER_TIMEOUT_MS) === 'timed-out' && performance.now() - started >= HELPER_TIMEOUT_MS) {
+        throw new Error(`an exchange helper thread did not finish its chunk of the update in ${HELPER_TIMEOUT_MS / 1000} s: this is a bug`);
       }
-      ok = c[h.slot + 9] === 1 && ok;
     }
-    this.threadsUsed = asked.length + 1;
-    return ok;
+    const used = c[at + CONTROL.used];
+    let threads = 0;
+    for (let b = used; b !== 0; b &= b - 1) threads++;
+    this.threadsUsed = threads;
+    this.helperChunks += chunks - mine;
+    return c[at + CONTROL.bad] === 0;
   }
 
   /** True when every array is in the arena; then the parts' addresses are in the table. Checks lengths. */

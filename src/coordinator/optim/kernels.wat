@@ -5,7 +5,8 @@
 ;;          count 1 is a plain copy.
 ;;   sgd:   v ← f32(f32(m·v) − f32(lr·g));  w ← f32(w + v)  — float32 operations, as Math.fround gives.
 ;; All pointers are byte offsets into the imported memory; `parts` points at `count` i32 pointers.
-;; The memory is shared: helper threads (kernel-thread.mjs) run meanSgd on parts of the same arrays.
+;; The memory is shared: helper threads (kernel-thread.mjs) and the coordinator's thread take chunks of
+;; one update from a common ticket (meanSgdShared), so a thread that wakes late takes fewer of them.
 (module
   (import "env" "memory" (memory 1 65536 shared))
 
@@ -63,13 +64,14 @@
       (local.set $at (i32.add (local.get $at) (i32.const 4)))
       (br $one))))
 
-  ;; Keras momentum SGD on the mean of the parts, for i < n; returns 1 if every new velocity is finite.
+  ;; Keras momentum SGD on the mean of the parts, for from ≤ i < to (from a multiple of 4); returns 1 if
+  ;; every new velocity is finite.
   ;; The mean is $mean4's arithmetic written out in the loop: a call per four values was ~40 % of the pass
   ;; at one replica (V8 does not inline WebAssembly calls). A power-of-two count divides by multiplying
   ;; with its reciprocal, which is exact (a power of two scales without rounding, and no sum of float32
   ;; values comes near float64's subnormals or overflow): the same bits, without f64x2.div's latency.
-  (func (export "meanSgd") (param $w i32) (param $v i32) (param $parts i32) (param $count i32) (param $n i32)
-      (param $lr f32) (param $m f32) (result i32)
+  (func $meanSgd (export "meanSgd") (param $w i32) (param $v i32) (param $parts i32) (param $count i32)
+      (param $from i32) (param $to i32) (param $lr f32) (param $m f32) (result i32)
     (local $at i32) (local $end4 i32) (local $end i32)
     (local $lr4 v128) (local $m4 v128) (local $vi v128) (local $bad v128) (local $zero v128)
     (local $s f32) (local $bad1 f32)
@@ -77,8 +79,10 @@
     (local $c v128) (local $inv v128) (local $pow2 i32) (local $many i32)
     (local.set $lr4 (f32x4.splat (local.get $lr)))
     (local.set $m4 (f32x4.splat (local.get $m)))
-    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
-    (local.set $end4 (i32.and (local.get $end) (i32.const -16)))
+    (local.set $at (i32.shl (local.get $from) (i32.const 2)))
+    (local.set $end (i32.shl (local.get $to) (i32.const 2)))
+    (local.set $end4 (i32.add (local.get $at)
+      (i32.and (i32.sub (local.get $end) (local.get $at)) (i32.const -16))))
     (local.set $p0 (i32.load (local.get $parts)))
     (local.set $many (i32.gt_u (local.get $count) (i32.const 1)))
     (local.set $c (f64x2.splat (f64.convert_i32_u (local.get $count))))
@@ -135,4 +139,38 @@
     (i32.eqz (i32.or
       (v128.any_true (f32x4.ne (local.get $bad) (local.get $bad)))
       (f32.ne (local.get $bad1) (local.get $bad1)))))
+;; One update shared by threads: while the ticket at ctl+4 is of generation `gen`, take its next chunk
+  ;; and run $meanSgd on it. The control block (kernels.ts CONTROL, byte offsets from ctl): 4 ticket
+  ;; (gen << 8 | next chunk), 8 chunks done, 12 bad (set when a chunk's velocity is not finite), 16 threads
+  ;; that took a chunk (a bit each), 20 w, 24 v, 28 parts, 32 count, 36 n, 40 chunk length, 44 chunks,
+  ;; 48 lr, 52 m. `bit` is this thread's bit; returns how many chunks it ran. The last chunk to finish
+  ;; wakes the coordinator's thread, which waits for ctl+8 to reach the count.
+  (func (export "meanSgdShared") (param $ctl i32) (param $gen i32) (param $bit i32) (result i32)
+    (local $t i32) (local $i i32) (local $from i32) (local $mine i32) (local $chunks i32) (local $len i32)
+    (local.set $chunks (i32.load offset=44 (local.get $ctl)))
+    (local.set $len (i32.load offset=40 (local.get $ctl)))
+    (block $out (loop $claim
+      (local.set $t (i32.atomic.load offset=4 (local.get $ctl)))
+      (br_if $out (i32.ne (i32.shr_u (local.get $t) (i32.const 8)) (local.get $gen)))
+      (local.set $i (i32.and (local.get $t) (i32.const 255)))
+      (br_if $out (i32.ge_u (local.get $i) (local.get $chunks)))
+      ;; Another thread took it first: read the ticket again.
+      (br_if $claim (i32.ne
+        (i32.atomic.rmw.cmpxchg offset=4 (local.get $ctl) (local.get $t) (i32.add (local.get $t) (i32.const 1)))
+        (local.get $t)))
+      (local.set $from (i32.mul (local.get $i) (local.get $len)))
+      (if (i32.eqz (call $meanSgd
+            (i32.load offset=20 (local.get $ctl)) (i32.load offset=24 (local.get $ctl))
+            (i32.load offset=28 (local.get $ctl)) (i32.load offset=32 (local.get $ctl))
+            (local.get $from)
+            (select (i32.load offset=36 (local.get $ctl)) (i32.add (local.get $from) (local.get $len))
+              (i32.lt_u (i32.load offset=36 (local.get $ctl)) (i32.add (local.get $from) (local.get $len))))
+            (f32.load offset=48 (local.get $ctl)) (f32.load offset=52 (local.get $ctl))))
+        (then (i32.atomic.store offset=12 (local.get $ctl) (i32.const 1))))
+      (local.set $mine (i32.add (local.get $mine) (i32.const 1)))
+      (drop (i32.atomic.rmw.or offset=16 (local.get $ctl) (local.get $bit)))
+      (if (i32.eq (i32.add (i32.atomic.rmw.add offset=8 (local.get $ctl) (i32.const 1)) (i32.const 1)) (local.get $chunks))
+        (then (drop (memory.atomic.notify offset=8 (local.get $ctl) (i32.const 1)))))
+      (br $claim)))
+    (local.get $mine))
 )
