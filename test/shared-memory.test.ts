@@ -108,6 +108,45 @@ describe.skipIf(!shm)('mapped regions', () => {
     file.close();
   });
 
+  it('write a staged attachment ahead where the frame in flight does not read, and only for the next frame', () => {
+    const shard = (seed: number) => Float32Array.from({ length: 20_000 }, (_, i) => seed + i);
+    const file = BulkFile.create(dir);
+    expect(file.reserveAndMap(3 * 4 * 20_000)).toBe(true);
+    const sink = new RegionSink(file);
+    const decode = (parts: Uint8Array[]) => new FrameDecoder(new RegionSource({ 0: file })).push(Buffer.concat(parts))[0].x as Float32Array;
+    const writes: number[] = [];
+    const write = file.write.bind(file);
+    file.write = (parts, offset) => (writes.push(offset), write(parts, offset));
+    const [a, b, c, d] = [shard(1), shard(2), shard(3), shard(4)];
+    // Frame 1 is in flight at 0; b, staged for frame 2, goes past it.
+    const one = encodeFrame({ type: 'x', x: a }, sink);
+    expect(sink.stage(b)).toBe(true);
+    expect(decode(one)).toEqual(a);
+    writes.length = 0;
+    const two = encodeFrame({ type: 'x', x: b }, sink);
+    // Frame 2 wrote nothing: its images are where b was staged, not over frame 1's.
+    expect([writes, sink.stagedHits, decode(two)]).toEqual([[], 1, b]);
+    expect(file.view(0, 4 * a.length)).toEqual(new Uint8Array(a.buffer));
+    // While frame 2 is in flight, c is staged at 0 (free again: frame 1 was answered)...
+    expect(sink.stage(c)).toBe(true);
+    expect(writes).toEqual([0]);
+    // ...but frame 3 carries d instead: written as usual, past nothing it holds, and c is forgotten.
+    const three = encodeFrame({ type: 'x', x: d }, sink);
+    expect([decode(three), sink.stagedHits]).toEqual([d, 1]);
+    // A staged value is for the next frame only: one frame later it is written again.
+    expect(sink.stage(a)).toBe(true);
+    encodeFrame({ type: 'y' }, sink);
+    writes.length = 0;
+    expect(decode(encodeFrame({ type: 'x', x: a }, sink))).toEqual(a);
+    expect([writes.length, sink.stagedHits]).toEqual([1, 1]);
+    // No room beside the frame in flight, or a region not mapped: nothing staged.
+    expect(new RegionSink(file).stage(new Float32Array(4 * 20_000))).toBe(false);
+    const plain = BulkFile.create(dir);
+    expect(new RegionSink(plain).stage(b)).toBe(false);
+    plain.close();
+    file.close();
+  });
+
   it('map inside the exchange arena: the slot is the region, and the kernels give the JavaScript path’s bits', () => {
     const n = 3 * 1024 + 7;
     const arena = ExchangeArena.forRun(n, 2);
@@ -171,7 +210,7 @@ describe.skipIf(!shm)('a run\'s exchange regions', () => {
 async function trainFake(
   map: boolean,
   o: { killAtStep?: number; threads?: number } = {},
-): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[]; threads: number }> {
+): Promise<{ weights: Float32Array; mapped: boolean; restarts: number; steps: StepInfo[]; threads: number; staged: number }> {
   const { killAtStep } = o;
   // Over SPLIT_MIN trainable values, so that an update on several threads is split.
   const sizes = { totalSize: 70_000 + 24, trainableSize: 70_000 };
@@ -195,7 +234,8 @@ async function trainFake(
           shared: exchange.shared,
           reply: exchange.replies[rank],
           receive: exchange.arena.receiver(rank, ['grads', 'stats']),
-          requestBytes: map ? 4 * 64 * 8 * 8 * 3 * 2 : undefined,
+          // Room for two shards: the next one is written while the worker computes this one (RegionSink.stage).
+          requestBytes: map ? 2 * 4 * 64 * 8 * 8 * 3 * 2 : undefined,
         },
       }),
   );
@@ -216,7 +256,7 @@ async function trainFake(
       freshState(weights, sizes.trainableSize),
       { onStep: (s) => steps.push(s) },
     );
-    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps, threads: exchange.arena.threads };
+    return { weights: state.weights.slice(), mapped: exchange.mapped, restarts: workers[1].restarts, steps, threads: exchange.arena.threads, staged: workers.reduce((n, w) => n + (w.worker?.stagedRequests ?? 0), 0) };
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     exchange.close();
@@ -229,6 +269,8 @@ describe.skipIf(!shm)('training through worker processes over mapped regions', (
     expect(readWrite.mapped).toBe(false);
     expect(mapped.mapped).toBe(true);
     expect([readWrite.threads, mapped.threads]).toEqual([1, 2]);
+    // Shards staged ahead in the mapped runs (none can be in read/write regions), with the same bits.
+    expect([readWrite.staged, mapped.staged > 0]).toEqual([0, true]);
     expect(mapped.steps).toHaveLength(6);
     // Training moved the weights (fake gradients depend on the shard and on weights[0])...
     expect(Buffer.from(mapped.weights.buffer).equals(Buffer.from(Float32Array.from({ length: mapped.weights.length }, (_, i) => Math.sin(i) * 0.05).buffer))).toBe(false);

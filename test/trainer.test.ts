@@ -73,6 +73,29 @@ describe('training plan', () => {
     }
   });
 
+  it('hands each rank its next step’s shard while this step computes, to be written ahead (ReplicaClient.stage)', async () => {
+    // Per rank, in order: ['staged', x] when the trainer hands a shard over, ['sent', x] with each request.
+    const events: ['staged' | 'sent', Float32Array][][] = [[], []];
+    const clients = fakes(2, 5).map((c, r) =>
+      Object.assign(c, {
+        stage: (shard: { x: Float32Array }) => events[r].push(['staged', shard.x]),
+        computeGradients: ((compute) => (req: Parameters<typeof compute>[0], state: Parameters<typeof compute>[1]) => (events[r].push(['sent', req.x]), compute(req, state)))(c.computeGradients.bind(c)),
+      }),
+    );
+    const o = options({ epochs: 2, testCount: 0 });
+    await train({ clients, shards: new DirectShardMaker(source()), trainableSize: TRAINABLE }, o, initial(), {});
+    const plan = new TrainingPlan({ seed: o.seed, trainCount: 40, batchSize: 4, workers: 2 });
+    for (const r of [0, 1]) {
+      const sent = events[r].filter(([what]) => what === 'sent');
+      expect(sent).toHaveLength(2 * plan.steps);
+      // Every request but the run's first carries the shard staged right before it, across the epoch boundary:
+      // each staged while the previous request computed (after it was sent).
+      const kinds = events[r].map(([what]) => what);
+      expect(kinds).toEqual(['sent', ...Array.from({ length: 2 * plan.steps - 1 }, () => ['staged', 'sent']).flat()]);
+      for (let i = 1; i < events[r].length; i += 2) expect(events[r][i + 1][1], `rank ${r}, request ${(i + 1) / 2}`).toBe(events[r][i][1]);
+    }
+  });
+
   it('takes a training set of exactly one global batch: one step per epoch', () => {
     expect(new TrainingPlan({ seed: 1, trainCount: 128, batchSize: 64, workers: 2 }).steps).toBe(1);
   });

@@ -61,6 +61,11 @@ export class ShardPrefetcher {
     for (let k = g + 1; k <= g + this.depth; k++) this.request(k);
   }
 
+  /** The shards of (epoch, step) if they were asked for and not taken yet: the trainer stages them (ReplicaClient.stage). */
+  peek(epoch: number, step: number): Promise<Shard[]> | undefined {
+    return this.pending.get(epoch * this.plan.steps + step)?.shards;
+  }
+
   private cleared = false;
   /**
    * The last step taken: `ahead` runs a turn of the event loop after a step's requests, and with workers that

@@ -38,5 +38,12 @@ export interface ReplicaClient {
    * building the shard itself.
    */
   deferShard?(request: ShardRequest): Shard;
+  /**
+   * The shard of this rank's next request, handed over as soon as it is built (the current request is
+   * still computing): a worker process's handle writes it where the worker will read it, so the next
+   * request does not copy it after the update (worker-handle.ts). Only a hint: the next request carries
+   * its shard in any case.
+   */
+  stage?(shard: Shard): void;
   close(): Promise<void>;
 }

@@ -62,6 +62,10 @@ export class SupervisedWorker implements ReplicaClient {
     return result;
   }
 
+  stage(shard: Shard): void {
+    this.current?.stage(shard);
+  }
+
   evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {
     const n = ++this.evaluationsSent;
     return this.withRetry('evaluate', this.chaosKill(this.o.killAtEvaluations, n, 'validation', (w) => w.evaluate(shard, state)));

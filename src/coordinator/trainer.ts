@@ -160,8 +160,15 @@ export async function train(deps: TrainerDeps, o: TrainerOptions, start: Trainin
           ),
         );
         // The next steps' shards, asked for once this step's requests are on their way (a turn of the event
-        // loop: the clients write them asynchronously).
-        setImmediate(() => prefetcher.ahead(epoch, step));
+        // loop: the clients write them asynchronously); the next step's handed to the clients as soon as they
+        // are built, to be written where the workers will read them while this step computes.
+        setImmediate(() => {
+          prefetcher.ahead(epoch, step);
+          prefetcher.peek(nextEpoch, nextStep)?.then(
+            (next) => next.forEach((shard, r) => clients[r].stage?.(shard)),
+            () => {},
+          );
+        });
         const results: StepResult[] = await computing.catch((e: unknown) => {
           hooks.onStepFailed?.(state, e);
           throw e;

@@ -103,6 +103,8 @@ export class WorkerHandle implements ReplicaClient {
   private exited: Promise<void> = Promise.resolve();
   private readonly shared: SharedState;
   private readonly regions: { request: BulkFile; reply: BulkFile };
+  /** Where requests' large attachments go: the request region, or the shared weights. */
+  private readonly requestSink: RegionSink;
   info: ReadyMessage | null = null;
   /** How many times the weights were attached to a request (for tests and the benchmark). */
   statesSent = 0;
@@ -116,6 +118,7 @@ export class WorkerHandle implements ReplicaClient {
     this.regions = { request, reply: o.reply ?? BulkFile.create(dir) };
     if (o.requestBytes) request.reserveAndMap(o.requestBytes);
     this.shared = o.shared ?? new SharedState(BulkFile.create(dir));
+    this.requestSink = new RegionSink(request, this.shared);
   }
 
   get state(): WorkerState {
@@ -157,7 +160,7 @@ export class WorkerHandle implements ReplicaClient {
     this.channel = new Channel(
       child.stdio[3] as net.Socket,
       { message: (m) => this.onMessage(m), close: () => {} },
-      { out: new RegionSink(this.regions.request, this.shared), in: new RegionSource({ 0: this.regions.reply }, this.o.receive) },
+      { out: this.requestSink, in: new RegionSource({ 0: this.regions.reply }, this.o.receive) },
     );
     const ready = await this.request({ type: 'init', protocolVersion: PROTOCOL_VERSION, config }, this.o.startTimeoutMs ?? DEFAULTS.workerStartTimeoutS * 1000);
     if (ready.type !== 'ready') throw this.unexpected(ready, 'ready');
@@ -186,6 +189,20 @@ export class WorkerHandle implements ReplicaClient {
     });
     if (m.type !== 'gradientsComputed') throw this.unexpected(m, 'gradientsComputed');
     return { grads: m.grads, stats: m.stats, loss: m.loss, acc: m.acc, computeMs: m.computeMs };
+  }
+
+  /**
+   * Writes the images of this worker's next request into its request region now, while it computes the
+   * current one (RegionSink.stage): that request then carries them without a copy. A hint: a request
+   * with other images writes them as usual.
+   */
+  stage(shard: Shard): void {
+    if (this._state === 'ready' || this._state === 'busy') this.requestSink.stage(shard.x);
+  }
+
+  /** Requests whose images were written ahead (stage). */
+  get stagedRequests(): number {
+    return this.requestSink.stagedHits;
   }
 
   async evaluate(shard: Shard, state: VersionedState): Promise<EvaluationSums> {

@@ -259,25 +259,73 @@ export class SharedState {
   }
 }
 
-/** Places one side's large attachments in its own region, one after another, from 0 in every frame. */
+/**
+ * Places one side's large attachments in its own region, one after another from 0 in every frame, and, for
+ * the coordinator's requests, an attachment of the next frame written ahead (stage): a shard is ready
+ * while its worker computes the step before it, so its copy need not wait for the update between them.
+ */
 export class RegionSink implements BulkSink {
   readonly threshold = BULK_THRESHOLD;
   private at = 0;
+  /** Frames begun so far. */
+  private frames = 0;
+  /** The byte ranges the latest frame placed: its reader may be reading them until it answers. */
+  private ranges: [number, number][] = [];
+  /** An attachment written ahead for frame `frame`, at `offset`. */
+  private staged: { value: object; offset: number; bytes: number; frame: number } | null = null;
+  /** Attachments placed from what was staged (tests and the benchmark). */
+  stagedHits = 0;
 
   constructor(
     private readonly own: BulkFile,
     private readonly shared?: SharedState,
   ) {}
 
+  /**
+   * Writes `value`'s bytes now where the next frame can find them, if that frame carries `value` itself:
+   * in a range of the mapped region that the latest frame does not use (the peer may be reading it), and
+   * only for the next frame, whose predecessor has been answered by the time it is sent (one request in
+   * flight per channel). The caller must not change `value` before then. False, and nothing written, where
+   * the region is not mapped or has no such room; the frame then writes it as usual.
+   */
+  stage(value: Float32Array | Uint8Array): boolean {
+    const bytes = value.byteLength;
+    if (bytes < this.threshold) return false;
+    const offset = [0, ...this.ranges.map(([, end]) => pad8(end))].find(
+      (o) => this.own.view(o, bytes) !== undefined && !this.ranges.some(([a, b]) => o < b && a < o + bytes),
+    );
+    if (offset === undefined) return false;
+    this.own.write([new Uint8Array(value.buffer, value.byteOffset, bytes)], offset);
+    this.staged = { value, offset, bytes, frame: this.frames + 1 };
+    return true;
+  }
+
   begin(): void {
     this.at = 0;
+    this.frames++;
+    this.ranges = [];
+    if (this.staged && this.staged.frame !== this.frames) this.staged = null;
   }
 
   place(_field: string, bytes: Uint8Array, value: object): { region: number; offset: number } {
     if (this.shared?.holds(value)) return { region: SHARED_REGION, offset: 0 };
-    const offset = this.at;
+    const staged = this.staged;
+    if (staged && staged.value === value && staged.bytes === bytes.length) {
+      this.staged = null;
+      this.stagedHits++;
+      return this.taken(staged.offset, bytes.length);
+    }
+    let offset = this.at;
+    // Past a range this frame already holds (what was staged for it).
+    for (const [a, b] of this.ranges) if (offset < b && a < offset + bytes.length) offset = pad8(b);
+    if (staged && offset < staged.offset + staged.bytes && staged.offset < offset + bytes.length) this.staged = null;
     this.own.write([bytes], offset);
     this.at = pad8(offset + bytes.length);
+    return this.taken(offset, bytes.length);
+  }
+
+  private taken(offset: number, bytes: number): { region: number; offset: number } {
+    this.ranges.push([offset, offset + bytes]);
     return { region: OWN_REGION, offset };
   }
 }
