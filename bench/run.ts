@@ -67,7 +67,8 @@ async function main(): Promise<void> {
 
   if (only.has('transport')) {
     // Mapped regions (run.ts's default where the addon is built) and read/write, side by side.
-    const rows = [await benchTransport(quick ? 5 : 30, true), await benchTransport(quick ? 5 : 30, false)];
+    // 200 round trips of ~2.5 ms: with 30, one stall of this VM (3–29 ms now and then) moved the mean by 0.5 ms.
+    const rows = [await benchTransport(quick ? 5 : 200, true), await benchTransport(quick ? 5 : 30, false)];
     results.transport = rows;
     console.log('\nTransport: 6.6 MB of weights out, 6.6 MB of gradients back, one worker process, zero compute');
     console.table(
@@ -85,7 +86,8 @@ async function main(): Promise<void> {
     // where the addon is built), the same kernels over read/write regions, and the JavaScript passes.
     const rows: OverheadResult[] = [];
     const exchanges = sharedMemory() ? (['mapped', 'mapped, 2 threads', 'wasm', 'js'] as const) : (['wasm', 'js'] as const);
-    for (const exchange of exchanges) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : 40, exchange)));
+    // run.ts's exchange over 100 steps (its rows carry the targets), the others over 40.
+    for (const exchange of exchanges) rows.push(...(await benchOverhead([1, 2, 4, 8], 15, quick ? 10 : exchange === 'mapped' ? 100 : 40, exchange, quick ? 0 : 20)));
     results.overhead = rows;
     console.log('\nCoordinator overhead: fake workers computing 15 ms per step, MiniGoogLeNet-sized state');
     console.table(
@@ -100,6 +102,7 @@ async function main(): Promise<void> {
         efficiency: `${(r.efficiency * 100).toFixed(1)} %`,
         'exchange share': `${(r.exchangeShare * 100).toFixed(1)} %`,
         'shards ready': `${(r.shardsReadyShare * 100).toFixed(0)} %`,
+        'CPU stolen': r.stolenShare === null ? '–' : `${(r.stolenShare * 100).toFixed(0)} %`,
       })),
     );
   }

@@ -15,6 +15,7 @@ import { WorkerHandle } from '../src/coordinator/worker-handle.js';
 import { freshState, train, type StepInfo } from '../src/coordinator/trainer.js';
 import { AugmentPool } from '../src/data/augment-pool.js';
 import pino from 'pino';
+import { readFileSync } from 'node:fs';
 import { runAgent } from '../src/coordinator/hosts/agent.js';
 import { HostListener } from '../src/coordinator/hosts/remote.js';
 import type { ReplicaClient } from '../src/coordinator/replica-client.js';
@@ -65,7 +66,7 @@ export async function benchTransport(roundTrips = 30, map = true): Promise<Trans
   const state = { version: 0, data: exchange.arena.place('weights', new Float32Array(total).fill(0.5)) };
   const shard = { x: new Float32Array(32 * 32 * 3), labels: new Uint8Array(1), dropoutSeed: 0 };
   try {
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 10; i++) {
       state.version++;
       await worker.computeGradients(shard, state);
     }
@@ -108,6 +109,23 @@ export interface OverheadResult {
   /** Where the per-element passes ran: the WebAssembly kernels on gradients read into the arena, or JavaScript. */
   exchange: Exchange;
   shardsReadyShare: number;
+  /**
+   * The share of the machine's CPU time its hypervisor gave to others while the row ran (/proc/stat's steal;
+   * null where there is none): this VM's rows vary 2–3× between runs of the same build, and the slow ones
+   * come with steal.
+   */
+  stolenShare: number | null;
+}
+
+/** Steal and total CPU time so far, in jiffies (/proc/stat's first line); null off Linux. */
+function cpuTimes(): { steal: number; total: number } | null {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal guest guest_nice: guest time is inside user already.
+    return fields.length >= 8 ? { steal: fields[7], total: fields.slice(0, 8).reduce((a, b) => a + b, 0) } : null;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -119,43 +137,58 @@ export interface OverheadResult {
  */
 export type Exchange = 'mapped' | 'mapped, 2 threads' | 'wasm' | 'js';
 
-/** Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. */
-export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped'): Promise<OverheadResult[]> {
+/**
+ * Fake-compute workers (delayMs per step) trained through the real coordinator loop and pool. A run of
+ * `warmupSteps` with one worker comes first and is not reported: the first run of a process (JIT, the pool's
+ * and the update's threads, first-touch pages) was 0.5–1 ms per step slower than the same run repeated in it,
+ * and a 70-epoch run spends all but its first seconds in the steady state the rows describe.
+ */
+export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, steps = 40, exchange: Exchange = 'mapped', warmupSteps = 20): Promise<OverheadResult[]> {
   const batch = 64;
   const size = 32 * 32 * 3;
   // Enough images for `steps` steps at the largest G (before: 2,048 images, so 4 workers ran 8 steps and 8
   // workers 4, of which the first 3 are warm-up: their rows were one to five steps).
-  const images = new Uint8Array(batch * steps * Math.max(...workerCounts) * size).map((_, i) => (i * 7) & 255);
+  const images = new Uint8Array(batch * Math.max(steps, warmupSteps) * Math.max(...workerCounts) * size);
+  // (i · 7) mod 256: one period written, the rest doubled (a JavaScript loop over 157 MB took seconds).
+  for (let i = 0; i < 256; i++) images[i] = (i * 7) & 255;
+  for (let done = 256; done < images.length; done *= 2) images.copyWithin(done, 0, Math.min(done, images.length - done));
   const labels = Uint8Array.from({ length: images.length / size }, (_, i) => i % 10);
   const pool = new AugmentPool({ threads: 2, images, labels, mean: new Float32Array(size), height: 32, width: 32, depth: 3 });
   const out: OverheadResult[] = [];
+  const run = async (g: number, stepCount: number): Promise<StepInfo[]> => {
+    const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
+    const mapped = exchange.startsWith('mapped');
+    const threads = exchange === 'mapped' ? undefined : exchange === 'mapped, 2 threads' ? 2 : 1;
+    const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: mapped, threads });
+    if (mapped && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
+    await regions?.arena.ready();
+    const arena = regions?.arena;
+    const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, regions));
+    await Promise.all(workers.map((w) => w.start()));
+    const infos: StepInfo[] = [];
+    try {
+      // Steps per epoch = trainCount / (64·G): size the epoch so every G runs `stepCount` steps.
+      await train(
+        { clients: workers, shards: pool, trainableSize: MINIGOOGLENET_SIZES.trainableSize, arena },
+        {
+          epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1,
+          trainCount: Math.min(labels.length, stepCount * batch * g), testCount: 0, testOffset: 0, evalChunk: 500, prefetch: 2,
+        },
+        freshState(new Float32Array(total), MINIGOOGLENET_SIZES.trainableSize),
+        { onStep: (s) => infos.push(s) },
+      );
+    } finally {
+      await Promise.all(workers.map((w) => w.close()));
+      regions?.close();
+    }
+    return infos;
+  };
   try {
+    if (warmupSteps > 0) await run(1, warmupSteps);
     for (const g of workerCounts) {
-      const total = MINIGOOGLENET_SIZES.trainableSize + MINIGOOGLENET_SIZES.statsSize;
-      const mapped = exchange.startsWith('mapped');
-      const threads = exchange === 'mapped' ? undefined : exchange === 'mapped, 2 threads' ? 2 : 1;
-      const regions = exchange === 'js' ? undefined : createExchange(SIZES, g, { map: mapped, threads });
-      if (mapped && !regions!.mapped) throw new Error(`the mapped exchange is not available here: ${regions!.mode}`);
-      await regions?.arena.ready();
-      const arena = regions?.arena;
-      const workers = Array.from({ length: g }, (_, r) => fakeWorker(r, delayMs, regions));
-      await Promise.all(workers.map((w) => w.start()));
-      const infos: StepInfo[] = [];
-      try {
-        // Steps per epoch = trainCount / (64·G): size the epoch so every G runs `steps` steps.
-        await train(
-          { clients: workers, shards: pool, trainableSize: MINIGOOGLENET_SIZES.trainableSize, arena },
-          {
-            epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.9, scaleLr: false, warmupEpochs: 5, seed: 1,
-            trainCount: Math.min(labels.length, steps * batch * g), testCount: 0, testOffset: 0, evalChunk: 500, prefetch: 2,
-          },
-          freshState(new Float32Array(total), MINIGOOGLENET_SIZES.trainableSize),
-          { onStep: (s) => infos.push(s) },
-        );
-      } finally {
-        await Promise.all(workers.map((w) => w.close()));
-        regions?.close();
-      }
+      const before = cpuTimes();
+      const infos = await run(g, steps);
+      const after = cpuTimes();
       // The first steps include process warm-up (JIT, buffers): measure the rest.
       const steady = infos.slice(3);
       const ms = steady.reduce((s, i) => s + i.wallMs, 0) / steady.length;
@@ -172,6 +205,7 @@ export async function benchOverhead(workerCounts = [1, 2, 4, 8], delayMs = 15, s
         overheadMedianMs: steady.map((i) => i.wallMs - i.computeMs).sort((a, b) => a - b)[steady.length >> 1],
         exchange,
         shardsReadyShare: steady.filter((i) => i.shardsReadyBeforeAsked).length / steady.length,
+        stolenShare: before && after && after.total > before.total ? (after.steal - before.steal) / (after.total - before.total) : null,
       });
     }
   } finally {
