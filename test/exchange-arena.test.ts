@@ -116,18 +116,19 @@ describe('ExchangeArena kernels', () => {
     // Three threads; 33 chunks of which the last is a tail that is not whole SIMD lanes.
     const n = 8 * SPLIT_MIN + 7;
     const arena = new ExchangeArena(6 * (n + 8), 4, 3);
-    const check = (count: number, what: string) => {
-      const grads = Array.from({ length: count }, (_, r) => arena.slot(`g${r}`, n)!);
-      grads.forEach((g, r) => g.set(values(n, r + 5).map((v) => (Math.abs(v) > 1e30 ? v * 1e-30 : v))));
-      const [weights, velocity] = [arena.slot('w', n)!, arena.slot('v', n)!];
-      weights.set(values(n, 11));
-      velocity.set(values(n, 12).map((v) => v * 1e-3));
+    // Updates of `length` values (n, or fewer: consecutive updates with other chunk counts).
+    const check = (count: number, what: string, length = n) => {
+      const grads = Array.from({ length: count }, (_, r) => arena.slot(`g${r}`, n)!.subarray(0, length));
+      grads.forEach((g, r) => g.set(values(length, r + 5).map((v) => (Math.abs(v) > 1e30 ? v * 1e-30 : v))));
+      const [weights, velocity] = [arena.slot('w', n)!.subarray(0, length), arena.slot('v', n)!.subarray(0, length)];
+      weights.set(values(length, 11));
+      velocity.set(values(length, 12).map((v) => v * 1e-3));
       const [w, v] = [weights.slice(), velocity.slice()];
       const ok = arena.meanSgd(weights, velocity, grads, 0.005, 0.9);
-      const want = sgdStep(w, averageInto(new Float32Array(n), grads.map((g) => g.slice())), { velocity: v }, 0.005, 0.9);
+      const want = sgdStep(w, averageInto(new Float32Array(length), grads.map((g) => g.slice())), { velocity: v }, 0.005, 0.9);
       expect(ok, what).toBe(want);
-      expect(Buffer.from(weights.buffer, weights.byteOffset, 4 * n).equals(Buffer.from(w.buffer)), `${what}: weights`).toBe(true);
-      expect(Buffer.from(velocity.buffer, velocity.byteOffset, 4 * n).equals(Buffer.from(v.buffer)), `${what}: velocity`).toBe(true);
+      expect(Buffer.from(weights.buffer, weights.byteOffset, 4 * length).equals(Buffer.from(w.buffer)), `${what}: weights`).toBe(true);
+      expect(Buffer.from(velocity.buffer, velocity.byteOffset, 4 * length).equals(Buffer.from(v.buffer)), `${what}: velocity`).toBe(true);
       return arena.threadsUsed;
     };
     try {
@@ -139,6 +140,11 @@ describe('ExchangeArena kernels', () => {
       }
       expect(arena.helperChunks, 'chunks the helpers ran').toBeGreaterThan(0);
       expect(Math.max(...used)).toBeGreaterThan(1);
+      // Back-to-back updates with 33 and 5 chunks: a helper late for one must not take a chunk of the next.
+      for (let round = 0; round < 10; round++) {
+        check(2, `33 chunks, round ${round}`);
+        check(2, `5 chunks, round ${round}`, SPLIT_MIN + 4);
+      }
       // A NaN in the first chunk, in one in the middle, and in the last chunk's tail.
       for (const at of [3, 4 * SPLIT_MIN + 100, n - 1]) {
         const g = [arena.slot('g0', n)!, arena.slot('g1', n)!];

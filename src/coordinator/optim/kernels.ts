@@ -282,6 +282,9 @@ export class ExchangeArena {
     const chunks = Math.ceil(n / chunk);
     this.generation = (this.generation % (GENERATIONS - 1)) + 1;
     const generation = this.generation;
+    // The last update's ticket cleared first: a helper that read it before it ran out cannot take a chunk of
+    // this one with the last one's arguments (its compare-and-swap fails on the cleared ticket).
+    Atomics.store(c, at + CONTROL.ticket, 0);
     c.set([w, v, table, parts.length, n, chunk, chunks], at + CONTROL.w);
     this.controlF[at + CONTROL.lr] = lr;
     this.controlF[at + CONTROL.momentum] = momentum;

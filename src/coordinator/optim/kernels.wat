@@ -139,19 +139,21 @@
     (i32.eqz (i32.or
       (v128.any_true (f32x4.ne (local.get $bad) (local.get $bad)))
       (f32.ne (local.get $bad1) (local.get $bad1)))))
-;; One update shared by threads: while the ticket at ctl+4 is of generation `gen`, take its next chunk
+  ;; One update shared by threads: while the ticket at ctl+4 is of generation `gen`, take its next chunk
   ;; and run $meanSgd on it. The control block (kernels.ts CONTROL, byte offsets from ctl): 4 ticket
   ;; (gen << 8 | next chunk), 8 chunks done, 12 bad (set when a chunk's velocity is not finite), 16 threads
   ;; that took a chunk (a bit each), 20 w, 24 v, 28 parts, 32 count, 36 n, 40 chunk length, 44 chunks,
   ;; 48 lr, 52 m. `bit` is this thread's bit; returns how many chunks it ran. The last chunk to finish
-  ;; wakes the coordinator's thread, which waits for ctl+8 to reach the count.
+  ;; wakes the coordinator's thread, which waits for ctl+8 to reach the count. The coordinator clears the
+  ;; ticket before it writes the next update's arguments: a thread still holding this generation's ticket
+  ;; then fails its compare-and-swap, whatever arguments it read meanwhile.
   (func (export "meanSgdShared") (param $ctl i32) (param $gen i32) (param $bit i32) (result i32)
     (local $t i32) (local $i i32) (local $from i32) (local $mine i32) (local $chunks i32) (local $len i32)
-    (local.set $chunks (i32.load offset=44 (local.get $ctl)))
-    (local.set $len (i32.load offset=40 (local.get $ctl)))
     (block $out (loop $claim
       (local.set $t (i32.atomic.load offset=4 (local.get $ctl)))
       (br_if $out (i32.ne (i32.shr_u (local.get $t) (i32.const 8)) (local.get $gen)))
+      (local.set $chunks (i32.load offset=44 (local.get $ctl)))
+      (local.set $len (i32.load offset=40 (local.get $ctl)))
       (local.set $i (i32.and (local.get $t) (i32.const 255)))
       (br_if $out (i32.ge_u (local.get $i) (local.get $chunks)))
       ;; Another thread took it first: read the ticket again.
