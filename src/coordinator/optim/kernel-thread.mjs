@@ -7,17 +7,15 @@
  * Plain JavaScript on purpose: a worker thread under Node 20 cannot load .ts (see data/augment-task.mjs),
  * and this loop needs nothing but the memory, the compiled module and the control block.
  *
- * The control block (Int32 indices from `control`, layout in kernels.ts CONTROL): the coordinator writes an
- * update's arguments and its ticket, then a new generation, and wakes every helper; a generation of -1
- * ends the loop.
+ * The control block (Int32 index `control`, layout in kernels.ts CONTROL, which also gives the indices of its
+ * generation and ready count): the coordinator writes an update's arguments and its ticket, then a new
+ * generation, and wakes every helper; a generation of -1 ends the loop.
  */
 import { workerData } from 'node:worker_threads';
 
-const { memory, module, control, bit } = workerData;
+const { memory, module, control, gen: GEN, ready: READY, bit } = workerData;
 const k = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const c = new Int32Array(memory.buffer);
-const GEN = control;
-const READY = control + 14;
 let seen = Atomics.load(c, GEN);
 Atomics.add(c, READY, 1);
 for (;;) {

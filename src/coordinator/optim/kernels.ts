@@ -120,7 +120,7 @@ export class ExchangeArena {
     this.ctl = tableBytes / 4;
     for (let h = 0; h < threads - 1; h++) {
       // Bit 0 is this thread's; helper h's is bit h + 1.
-      const worker = new Worker(new URL('./kernel-thread.mjs', import.meta.url), { workerData: { memory, module: compiled, control: this.ctl, bit: 2 << h } });
+      const worker = new Worker(new URL('./kernel-thread.mjs', import.meta.url), { workerData: { memory, module: compiled, control: this.ctl, gen: this.ctl + CONTROL.gen, ready: this.ctl + CONTROL.ready, bit: 2 << h } });
       // A helper never keeps the process alive, and one that fails to start simply never takes a chunk.
       worker.unref();
       worker.on('error', () => {});
